@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// websocketpp configurations for WebSocketManager<Config>. They differ from websocketpp's
+// own asio configs in two ways: websocketpp's access and error logs go to the manager's log
+// sink, and every connection carries the manager's per-connection data.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <websocketpp/config/asio_no_tls.hpp>
+#include <websocketpp/logger/levels.hpp>
+
+#include <wsmanager/log.hpp>
+
+namespace wsmanager {
+namespace detail {
+
+/// Per-connection data the manager keeps inside each websocketpp connection
+/// (websocketpp's `connection_base` hook). Written during the handshake on the connection's
+/// strand; read afterwards by handlers that were posted from there.
+struct connection_data {
+    std::uint64_t connection_id = 0;
+    std::string user_id;  ///< empty: anonymous
+    bool registered = false;  ///< manager strand: counted as open
+    bool awaiting_pong = false;  ///< connection strand: a keepalive ping is in flight
+};
+
+/// A websocketpp logger (the `alog_type`/`elog_type` concept) that forwards to the
+/// manager's logger. websocketpp constructs it itself, so the manager attaches its logger
+/// after constructing the endpoint; until then records are dropped.
+template <class Concurrency, class Names>
+class websocketpp_log {
+public:
+    using level = websocketpp::log::level;
+    using channel_type_hint = websocketpp::log::channel_type_hint;
+
+    explicit websocketpp_log(channel_type_hint::value hint = channel_type_hint::access)
+        : error_channel_(hint == channel_type_hint::error) {}
+    websocketpp_log(level channels, channel_type_hint::value hint = channel_type_hint::access)
+        : channels_(channels), error_channel_(hint == channel_type_hint::error) {}
+
+    void attach(std::shared_ptr<logger const> target) { target_ = std::move(target); }
+
+    void set_channels(level channels) { channels_ |= channels; }
+    void clear_channels(level channels) { channels_ &= ~channels; }
+
+    void write(level channel, std::string const& text) { write(channel, text.c_str()); }
+    void write(level channel, char const* text) {
+        if (!dynamic_test(channel) || !target_) return;
+        // stop_listening() cancels the pending accept, which websocketpp reports as an error.
+        if (error_channel_ && std::string_view(text).find("Operation aborted") != std::string_view::npos) {
+            channel = websocketpp::log::elevel::devel;
+        }
+        target_->write(level_of(channel), error_channel_ ? "websocketpp_error" : "websocketpp",
+                       text);
+    }
+
+    constexpr bool static_test(level) const { return true; }
+    bool dynamic_test(level channel) const {
+        return (channels_ & channel) != 0 && target_ && target_->enabled(level_of(channel));
+    }
+
+private:
+    LogLevel level_of(level channel) const {
+        if (!error_channel_) return LogLevel::debug;
+        namespace el = websocketpp::log;
+        if (channel & (el::elevel::rerror | el::elevel::fatal)) return LogLevel::error;
+        if (channel & el::elevel::warn) return LogLevel::warning;
+        if (channel & el::elevel::info) return LogLevel::info;
+        return LogLevel::debug;
+    }
+
+    level channels_ = 0;
+    bool error_channel_;
+    std::shared_ptr<logger const> target_;
+};
+
+}  // namespace detail
+
+namespace config {
+
+/// Plain `ws://` over TCP, websocketpp's asio transport, multi-threaded (a strand per
+/// connection). The default Config of WebSocketManager.
+struct plain : websocketpp::config::asio {
+    using type = plain;
+    using base = websocketpp::config::asio;
+
+    using concurrency_type = base::concurrency_type;
+    using request_type = base::request_type;
+    using response_type = base::response_type;
+    using message_type = base::message_type;
+    using con_msg_manager_type = base::con_msg_manager_type;
+    using endpoint_msg_manager_type = base::endpoint_msg_manager_type;
+    using rng_type = base::rng_type;
+
+    using alog_type = detail::websocketpp_log<concurrency_type, websocketpp::log::alevel>;
+    using elog_type = detail::websocketpp_log<concurrency_type, websocketpp::log::elevel>;
+    using connection_base = detail::connection_data;
+
+    struct transport_config : base::transport_config {
+        using concurrency_type = type::concurrency_type;
+        using alog_type = type::alog_type;
+        using elog_type = type::elog_type;
+        using request_type = type::request_type;
+        using response_type = type::response_type;
+        using socket_type = websocketpp::transport::asio::basic_socket::endpoint;
+    };
+    using transport_type = websocketpp::transport::asio::endpoint<transport_config>;
+};
+
+}  // namespace config
+}  // namespace wsmanager

@@ -1,0 +1,732 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// The manager's engine: the websocketpp endpoint, the registries of connections, users and
+// topics, and the state machine of the server. See docs/architecture.md.
+//
+// Threads: every registry below lives on `strand_` (the manager strand); websocketpp's
+// handlers run on each connection's own strand and hop onto the manager strand with a post.
+// Everything written to a connection is written from that connection's strand.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+#include <websocketpp/server.hpp>
+
+#include <wsmanager/action.hpp>
+#include <wsmanager/detail/completion.hpp>
+#include <wsmanager/detail/uri.hpp>
+#include <wsmanager/error.hpp>
+#include <wsmanager/handshake.hpp>
+#include <wsmanager/log.hpp>
+#include <wsmanager/message.hpp>
+#include <wsmanager/models.hpp>
+#include <wsmanager/options.hpp>
+#include <wsmanager/protocol.hpp>
+
+namespace wsmanager::detail {
+
+/// Close codes the manager sends (RFC 6455 section 7.4.1).
+namespace close_code {
+inline constexpr std::uint16_t going_away = 1001;
+inline constexpr std::uint16_t unsupported_data = 1003;
+inline constexpr std::uint16_t policy_violation = 1008;
+inline constexpr std::uint16_t internal_error = 1011;
+inline constexpr std::uint16_t try_again_later = 1013;
+}  // namespace close_code
+
+/// Counters read by get_status() from any thread; relaxed, they are statistics.
+struct manager_counters {
+    std::atomic<bool> running{false};
+    std::atomic<std::uint16_t> port{0};
+    std::atomic<std::int64_t> started_at_ms{0};  ///< steady clock, at the last start
+    std::atomic<std::size_t> active_connections{0};
+    std::atomic<std::size_t> users_online{0};
+    std::atomic<std::size_t> topics{0};
+    std::atomic<std::size_t> pending_callbacks{0};
+    std::atomic<std::uint64_t> connections_opened{0};
+    std::atomic<std::uint64_t> connections_rejected{0};
+    std::atomic<std::uint64_t> messages_sent{0};
+    std::atomic<std::uint64_t> messages_failed{0};
+    std::atomic<std::uint64_t> messages_received{0};
+    std::atomic<std::uint64_t> frames_rejected{0};
+    std::atomic<std::uint64_t> confirmations_ended{0};
+    std::atomic<std::int64_t> confirmation_wait_total_us{0};
+
+    template <class T>
+    static void add(std::atomic<T>& counter, T amount = 1) {
+        counter.fetch_add(amount, std::memory_order_relaxed);
+    }
+};
+
+template <class Config>
+class manager_core : public std::enable_shared_from_this<manager_core<Config>> {
+public:
+    using server_type = websocketpp::server<Config>;
+    using connection_type = typename server_type::connection_type;
+    using connection_ptr = typename server_type::connection_ptr;
+    using strand_type = asio::strand<asio::io_context::executor_type>;
+
+    static_assert(std::is_same_v<typename Config::message_type, frame_message>,
+                  "wsmanager configs must use websocketpp's default message type");
+    static_assert(std::is_base_of_v<connection_data, typename Config::connection_base>,
+                  "wsmanager configs must use wsmanager::detail::connection_data");
+
+    manager_core(asio::io_context& context, Options options)
+        : options_(std::move(options)),
+          logger_(std::make_shared<logger>(options_.log_sink, options_.log_level)),
+          context_(context),
+          strand_(asio::make_strand(context.get_executor())),
+          keepalive_timer_(strand_) {
+        options_.validate();
+        server_.get_alog().attach(logger_);
+        server_.get_elog().attach(logger_);
+        server_.clear_access_channels(websocketpp::log::alevel::all);
+        server_.set_access_channels(websocketpp::log::alevel::connect |
+                                    websocketpp::log::alevel::disconnect |
+                                    websocketpp::log::alevel::fail);
+        server_.clear_error_channels(websocketpp::log::elevel::all);
+        server_.set_error_channels(websocketpp::log::elevel::info | websocketpp::log::elevel::warn |
+                                   websocketpp::log::elevel::rerror |
+                                   websocketpp::log::elevel::fatal);
+        server_.init_asio(&context_);
+        server_.set_reuse_addr(true);
+        server_.set_listen_backlog(asio::socket_base::max_listen_connections);
+        server_.set_max_message_size(options_.max_message_size);
+        server_.set_open_handshake_timeout(options_.handshake_timeout.count());
+        server_.set_close_handshake_timeout(options_.close_timeout.count());
+        server_.set_pong_timeout(options_.ping_timeout.count());
+    }
+
+    manager_core(manager_core const&) = delete;
+    manager_core& operator=(manager_core const&) = delete;
+
+    /// Installs websocketpp's handlers; they hold weak references to this core.
+    void install_handlers() {
+        std::weak_ptr<manager_core> weak = this->shared_from_this();
+        server_.set_validate_handler([weak](websocketpp::connection_hdl hdl) {
+            auto self = weak.lock();
+            return self && self->on_validate(hdl);
+        });
+        server_.set_open_handler([weak](websocketpp::connection_hdl hdl) {
+            if (auto self = weak.lock()) self->on_open(hdl);
+        });
+        server_.set_close_handler([weak](websocketpp::connection_hdl hdl) {
+            if (auto self = weak.lock()) self->on_close(hdl);
+        });
+        server_.set_message_handler(
+            [weak](websocketpp::connection_hdl hdl, typename server_type::message_ptr message) {
+                if (auto self = weak.lock()) self->on_frame(hdl, message);
+            });
+        server_.set_http_handler([weak](websocketpp::connection_hdl hdl) {
+            if (auto self = weak.lock()) self->on_http(hdl);
+        });
+        server_.set_pong_handler([weak](websocketpp::connection_hdl hdl, std::string) {
+            if (auto self = weak.lock()) {
+                if (auto con = self->connection_from(hdl)) con->awaiting_pong = false;
+            }
+        });
+        server_.set_pong_timeout_handler([weak](websocketpp::connection_hdl hdl, std::string) {
+            if (auto self = weak.lock()) self->on_pong_timeout(hdl);
+        });
+    }
+
+    // ---- host-facing operations (called from any thread) -------------------------------
+
+    template <class Handler>
+    void start(Handler handler) {
+        post_to_strand([self = this->shared_from_this(),
+                        done = pending_completion<Handler>(std::move(handler),
+                                                           context_.get_executor())]() mutable {
+            std::move(done).complete(self->start_listening());
+        });
+    }
+
+    template <class Handler>
+    void stop(Handler handler) {
+        post_to_strand([self = this->shared_from_this(),
+                        done = pending_completion<Handler>(std::move(handler),
+                                                           context_.get_executor())]() mutable {
+            self->begin_stop();
+            if (self->phase_ == phase::stopped) {
+                std::move(done).complete(std::error_code{});
+            } else {
+                self->stop_waiters_.push_back(
+                    share_handler<void(std::error_code)>(std::move(done)));
+            }
+        });
+    }
+
+    template <class Handler>
+    void broadcast(Message message, Handler handler) {
+        post_to_strand([self = this->shared_from_this(), message = std::move(message),
+                        done = pending_completion<Handler>(std::move(handler),
+                                                           context_.get_executor())]() mutable {
+            std::size_t queued = 0;
+            for (auto& [id, entry] : self->connections_) {
+                self->send_frame(entry.connection, message.frame());
+                ++queued;
+            }
+            std::move(done).complete(std::error_code{}, queued);
+        });
+    }
+
+    template <class Handler>
+    void send_to_user(std::string user_id, Message message, Handler handler) {
+        post_to_strand([self = this->shared_from_this(), user_id = std::move(user_id),
+                        message = std::move(message),
+                        done = pending_completion<Handler>(std::move(handler),
+                                                           context_.get_executor())]() mutable {
+            std::move(done).complete(std::error_code{}, self->send_to_user_now(user_id, message));
+        });
+    }
+
+    template <class Handler>
+    void publish(std::string topic, Message message, Handler handler) {
+        post_to_strand([self = this->shared_from_this(), topic = std::move(topic),
+                        message = std::move(message),
+                        done = pending_completion<Handler>(std::move(handler),
+                                                           context_.get_executor())]() mutable {
+            std::move(done).complete(std::error_code{}, self->publish_now(topic, message));
+        });
+    }
+
+    void set_action_handler(std::string name, ActionHandler handler) {
+        post_to_strand([self = this->shared_from_this(), name = std::move(name),
+                        handler = std::move(handler)]() mutable {
+            if (handler) {
+                self->action_handlers_[name] = std::move(handler);
+            } else {
+                self->action_handlers_.erase(name);
+            }
+        });
+    }
+
+    void set_cancel_handler(std::function<void(CancelRequest const&)> handler) {
+        post_to_strand([self = this->shared_from_this(), handler = std::move(handler)]() mutable {
+            self->cancel_handler_ = std::move(handler);
+        });
+    }
+
+    /// Must be called before start_server; the handshake reads it without the strand.
+    void set_authenticator(Authenticator authenticator) {
+        authenticator_ = std::move(authenticator);
+    }
+
+    std::size_t connection_count() const noexcept {
+        return counters_.active_connections.load(std::memory_order_relaxed);
+    }
+
+    std::uint16_t local_port() const noexcept {
+        return counters_.port.load(std::memory_order_relaxed);
+    }
+
+    Status status() const {
+        auto const relaxed = std::memory_order_relaxed;
+        Status s;
+        s.running = counters_.running.load(relaxed);
+        s.active_connections = counters_.active_connections.load(relaxed);
+        s.pending_callbacks = counters_.pending_callbacks.load(relaxed);
+        s.users_online = counters_.users_online.load(relaxed);
+        s.topics = counters_.topics.load(relaxed);
+        s.port = s.running ? counters_.port.load(relaxed) : 0;
+        if (s.running) {
+            s.uptime_s = static_cast<double>(steady_ms() - counters_.started_at_ms.load(relaxed)) /
+                         1000.0;
+        }
+        s.connections_opened = counters_.connections_opened.load(relaxed);
+        s.connections_rejected = counters_.connections_rejected.load(relaxed);
+        s.messages_sent = counters_.messages_sent.load(relaxed);
+        s.messages_failed = counters_.messages_failed.load(relaxed);
+        s.messages_received = counters_.messages_received.load(relaxed);
+        s.frames_rejected = counters_.frames_rejected.load(relaxed);
+        auto const attempts = s.connections_opened + s.connections_rejected;
+        s.connection_success_rate =
+            attempts == 0 ? 1.0
+                          : static_cast<double>(s.connections_opened) / static_cast<double>(attempts);
+        auto const ended = counters_.confirmations_ended.load(relaxed);
+        s.avg_confirmation_wait_s =
+            ended == 0 ? 0.0
+                       : static_cast<double>(counters_.confirmation_wait_total_us.load(relaxed)) /
+                             1e6 / static_cast<double>(ended);
+        return s;
+    }
+
+    Options const& options() const noexcept { return options_; }
+    asio::io_context& context() noexcept { return context_; }
+    logger const& log() const noexcept { return *logger_; }
+
+private:
+    enum class phase { stopped, running, stopping };
+
+    struct connection_entry {
+        connection_ptr connection;
+        std::vector<std::string> topics;
+    };
+
+    static std::int64_t steady_ms() {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+
+    template <class F>
+    void post_to_strand(F&& f) {
+        asio::post(strand_, std::forward<F>(f));
+    }
+
+    connection_ptr connection_from(websocketpp::connection_hdl hdl) {
+        std::error_code ec;
+        auto con = server_.get_con_from_hdl(std::move(hdl), ec);
+        return ec ? nullptr : con;
+    }
+
+    // ---- server state machine (manager strand) ----------------------------------------
+
+    std::error_code start_listening() {
+        if (phase_ != phase::stopped) return error::already_running;
+        std::error_code ec;
+        asio::ip::tcp::endpoint endpoint;
+        auto const address = asio::ip::make_address(options_.host, ec);
+        if (!ec) {
+            endpoint = asio::ip::tcp::endpoint(address, options_.port);
+        } else {
+            asio::ip::tcp::resolver resolver(context_);
+            auto results = resolver.resolve(options_.host, std::to_string(options_.port),
+                                            asio::ip::tcp::resolver::passive, ec);
+            if (ec) {
+                logger_->write(LogLevel::error, "start_failed",
+                               "cannot resolve host '" + options_.host + "': " + ec.message());
+                return ec;
+            }
+            endpoint = results.begin()->endpoint();
+        }
+        server_.listen(endpoint, ec);
+        if (!ec) server_.start_accept(ec);
+        if (ec) {
+            logger_->write(LogLevel::error, "start_failed",
+                           "cannot listen on " + options_.host + ":" +
+                               std::to_string(options_.port) + ": " + ec.message());
+            if (server_.is_listening()) {
+                std::error_code ignored;
+                server_.stop_listening(ignored);
+            }
+            return ec;
+        }
+        asio::error_code local_ec;
+        auto const local = server_.get_local_endpoint(local_ec);
+        counters_.port.store(local_ec ? options_.port : local.port(), std::memory_order_relaxed);
+        counters_.started_at_ms.store(steady_ms(), std::memory_order_relaxed);
+        counters_.running.store(true, std::memory_order_relaxed);
+        phase_ = phase::running;
+        if (options_.auth_secret.empty() && !authenticator_) {
+            logger_->write(LogLevel::warning, "development_mode",
+                           "no auth secret: ?user_id= is trusted as the user's identity");
+        }
+        logger_->write(LogLevel::info, "server_started",
+                       "listening on " + options_.host + ":" + std::to_string(local_port()));
+        schedule_keepalive();
+        return {};
+    }
+
+    void begin_stop() {
+        if (phase_ != phase::running) return;
+        phase_ = phase::stopping;
+        counters_.running.store(false, std::memory_order_relaxed);
+        std::error_code ignored;
+        server_.stop_listening(ignored);
+        keepalive_timer_.cancel();
+        for (auto& [id, entry] : connections_) {
+            close_connection(entry.connection, close_code::going_away, "Server shutting down");
+        }
+        logger_->write(LogLevel::info, "server_stopping",
+                       std::to_string(connections_.size()) + " connections to close");
+        finish_stop_if_idle();
+    }
+
+    void finish_stop_if_idle() {
+        if (phase_ != phase::stopping || !connections_.empty()) return;
+        phase_ = phase::stopped;
+        logger_->write(LogLevel::info, "server_stopped", "");
+        auto waiters = std::move(stop_waiters_);
+        stop_waiters_.clear();
+        for (auto& waiter : waiters) waiter(std::error_code{});
+    }
+
+    // ---- keepalive ---------------------------------------------------------------------
+
+    void schedule_keepalive() {
+        if (options_.ping_interval.count() == 0) return;
+        keepalive_timer_.expires_after(options_.ping_interval);
+        keepalive_timer_.async_wait([weak = this->weak_from_this()](std::error_code ec) {
+            auto self = weak.lock();
+            if (ec || !self || self->phase_ != phase::running) return;
+            for (auto& [id, entry] : self->connections_) self->ping(entry.connection);
+            self->schedule_keepalive();
+        });
+    }
+
+    void ping(connection_ptr const& con) {
+        con->get_strand()->post([con] {
+            // One ping in flight at a time, so the pong timer of the first one is never reset
+            // by the next (websocketpp keeps one timer per connection).
+            if (con->awaiting_pong || con->get_state() != websocketpp::session::state::open) {
+                return;
+            }
+            std::error_code ec;
+            con->ping("", ec);
+            if (!ec) con->awaiting_pong = true;
+        });
+    }
+
+    void on_pong_timeout(websocketpp::connection_hdl hdl) {
+        auto con = connection_from(hdl);
+        if (!con) return;
+        logger_->write(LogLevel::info, "keepalive_timeout", "no pong in time; closing",
+                       con->connection_id, con->user_id);
+        std::error_code ec;
+        con->close(close_code::internal_error, "keepalive ping timeout", ec);
+    }
+
+    // ---- handshake and lifecycle (connection strands, then the manager strand) ----------
+
+    bool on_validate(websocketpp::connection_hdl hdl) {
+        auto con = connection_from(hdl);
+        if (!con) return false;
+        if (!options_.allowed_origins.empty()) {
+            auto const origin = con->get_request_header("Origin");
+            bool allowed = false;
+            for (auto const& candidate : options_.allowed_origins) allowed |= candidate == origin;
+            if (!allowed) return refuse(con, AuthResult::reject("Origin not allowed", 403));
+        }
+        for (auto const& offered : con->get_requested_subprotocols()) {
+            if (offered == protocol::subprotocol) {
+                std::error_code ec;
+                con->select_subprotocol(offered, ec);
+                break;
+            }
+        }
+        HandshakeRequest request;
+        auto const& resource = con->get_resource();
+        auto const question = resource.find('?');
+        request.path = resource.substr(0, question);
+        if (question != std::string::npos) {
+            auto query = parse_query(std::string_view(resource).substr(question + 1));
+            if (!query) return refuse(con, AuthResult::reject("Malformed query string", 400));
+            request.query = std::move(*query);
+        }
+        for (auto const& [name, value] : con->get_request().get_headers()) {
+            std::string lower = name;
+            for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            request.headers.emplace(std::move(lower), value);
+        }
+        request.remote_endpoint = con->get_remote_endpoint();
+        AuthResult verdict = authenticator_ ? authenticator_(request) : default_authenticate(request);
+        if (!verdict.accepted) return refuse(con, verdict);
+        con->user_id = std::move(verdict.user_id);
+        con->connection_id = next_connection_id_.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+
+    AuthResult default_authenticate(HandshakeRequest const& request) const {
+        if (!options_.auth_secret.empty()) {
+            return AuthResult::reject("JWT authentication is not available in this build");
+        }
+        return AuthResult::accept(request.query_param("user_id"));
+    }
+
+    bool refuse(connection_ptr const& con, AuthResult const& verdict) {
+        counters_.add(counters_.connections_rejected);
+        con->set_status(static_cast<websocketpp::http::status_code::value>(verdict.http_status));
+        con->set_body(verdict.reason);
+        logger_->write(LogLevel::info, "handshake_refused",
+                       std::to_string(verdict.http_status) + " " + verdict.reason + " from " +
+                           con->get_remote_endpoint());
+        return false;
+    }
+
+    void on_open(websocketpp::connection_hdl hdl) {
+        auto con = connection_from(hdl);
+        if (!con) return;
+        post_to_strand([self = this->shared_from_this(), con] { self->register_connection(con); });
+    }
+
+    void register_connection(connection_ptr const& con) {
+        if (phase_ != phase::running) {
+            close_connection(con, close_code::going_away, "Server shutting down");
+            return;
+        }
+        if (connections_.size() >= options_.max_connections) {
+            counters_.add(counters_.connections_rejected);
+            logger_->write(LogLevel::warning, "connection_limit",
+                           "closing connection over max_connections (" +
+                               std::to_string(options_.max_connections) + ")",
+                           con->connection_id, con->user_id);
+            close_connection(con, close_code::try_again_later, "Server connection limit reached");
+            return;
+        }
+        con->registered = true;
+        connections_.emplace(con->connection_id, connection_entry{con, {}});
+        if (!con->user_id.empty()) {
+            auto& user_connections = users_[con->user_id];
+            user_connections.push_back(con->connection_id);
+        }
+        counters_.active_connections.store(connections_.size(), std::memory_order_relaxed);
+        counters_.users_online.store(users_.size(), std::memory_order_relaxed);
+        counters_.add(counters_.connections_opened);
+        logger_->write(LogLevel::debug, "connection_opened", con->get_remote_endpoint(),
+                       con->connection_id, con->user_id);
+        send_frame(con, protocol::connected_frame(con->connection_id, con->user_id,
+                                                  con->get_subprotocol())
+                            .frame());
+    }
+
+    void on_close(websocketpp::connection_hdl hdl) {
+        auto con = connection_from(hdl);
+        if (!con) return;
+        post_to_strand([self = this->shared_from_this(), con] { self->unregister_connection(con); });
+    }
+
+    void unregister_connection(connection_ptr const& con) {
+        if (!con->registered) return;
+        con->registered = false;
+        auto const id = con->connection_id;
+        auto it = connections_.find(id);
+        if (it == connections_.end()) return;
+        for (auto const& topic : it->second.topics) leave_topic(topic, id);
+        connections_.erase(it);
+        if (!con->user_id.empty()) {
+            auto user = users_.find(con->user_id);
+            if (user != users_.end()) {
+                std::erase(user->second, id);
+                if (user->second.empty()) users_.erase(user);
+            }
+        }
+        counters_.active_connections.store(connections_.size(), std::memory_order_relaxed);
+        counters_.users_online.store(users_.size(), std::memory_order_relaxed);
+        logger_->write(LogLevel::debug, "connection_closed",
+                       "code " + std::to_string(con->get_remote_close_code()), id, con->user_id);
+        finish_stop_if_idle();
+    }
+
+    // ---- sending ---------------------------------------------------------------------
+
+    /// Queues one prepared frame to a connection, from any thread: the write happens on the
+    /// connection's strand.
+    void send_frame(connection_ptr const& con, frame_ptr const& frame) {
+        con->get_strand()->post([self = this->shared_from_this(), con, frame] {
+            self->write_on_strand(*con, frame);
+        });
+    }
+
+    /// On the connection's strand: hands the frame to websocketpp, unless the connection
+    /// is gone or its send queue is full (then the frame is dropped and the client, which
+    /// is not reading, is closed).
+    void write_on_strand(connection_type& con, frame_ptr const& frame) {
+        if (con.get_state() != websocketpp::session::state::open) {
+            counters_.add(counters_.messages_failed);
+            return;
+        }
+        if (con.get_buffered_amount() + frame->get_payload().size() > options_.max_send_buffer) {
+            counters_.add(counters_.messages_failed);
+            logger_->write(LogLevel::warning, "send_buffer_overflow",
+                           "client is not reading; closing", con.connection_id, con.user_id);
+            std::error_code ec;
+            con.close(close_code::policy_violation, "Send buffer overflow", ec);
+            return;
+        }
+        auto const ec = con.send(frame);
+        counters_.add(ec ? counters_.messages_failed : counters_.messages_sent);
+    }
+
+    void close_connection(connection_ptr const& con, std::uint16_t code, std::string reason) {
+        con->get_strand()->post([con, code, reason = std::move(reason)] {
+            std::error_code ec;
+            con->close(code, reason, ec);
+        });
+    }
+
+    std::size_t send_to_user_now(std::string const& user_id, Message const& message) {
+        auto it = users_.find(user_id);
+        if (user_id.empty() || it == users_.end()) return 0;
+        for (auto id : it->second) send_frame(connections_.at(id).connection, message.frame());
+        return it->second.size();
+    }
+
+    std::size_t publish_now(std::string const& topic, Message const& message) {
+        auto it = topics_.find(topic);
+        if (it == topics_.end()) return 0;
+        for (auto id : it->second) send_frame(connections_.at(id).connection, message.frame());
+        return it->second.size();
+    }
+
+    // ---- topics (manager strand) -------------------------------------------------------
+
+    void leave_topic(std::string const& topic, std::uint64_t id) {
+        auto it = topics_.find(topic);
+        if (it == topics_.end()) return;
+        it->second.erase(id);
+        if (it->second.empty()) topics_.erase(it);
+        counters_.topics.store(topics_.size(), std::memory_order_relaxed);
+    }
+
+    void on_subscribe(connection_ptr const& con, std::string topic, bool subscribe,
+                      std::shared_ptr<protocol::ClientFrame> const& frame) {
+        auto it = connections_.find(con->connection_id);
+        if (it == connections_.end()) return;  // closed meanwhile
+        auto& topics = it->second.topics;
+        auto const known = std::find(topics.begin(), topics.end(), topic);
+        if (subscribe) {
+            if (known == topics.end()) {
+                if (topics.size() >= options_.max_topics_per_connection) {
+                    reject_frame(con, protocol::ErrorCode::forbidden,
+                                 "Subscription limit reached (" +
+                                     std::to_string(options_.max_topics_per_connection) + ")",
+                                 frame->request_id);
+                    return;
+                }
+                topics.push_back(topic);
+                topics_[topic].insert(con->connection_id);
+                counters_.topics.store(topics_.size(), std::memory_order_relaxed);
+            }
+        } else if (known != topics.end()) {
+            topics.erase(known);
+            leave_topic(topic, con->connection_id);
+        }
+        send_frame(con, protocol::subscription_frame(subscribe, topic, frame->request_id).frame());
+    }
+
+    // ---- client frames -----------------------------------------------------------------
+
+    void reject_frame(connection_ptr const& con, protocol::ErrorCode code,
+                      std::string_view message, rapidjson::Value const* request_id) {
+        counters_.add(counters_.frames_rejected);
+        logger_->write(LogLevel::debug, "frame_rejected",
+                       std::string(protocol::to_string(code)) + ": " + std::string(message),
+                       con->connection_id, con->user_id);
+        send_frame(con, protocol::error_frame(code, message, request_id).frame());
+    }
+
+    /// On the connection's strand. Parsing happens here, in parallel across connections;
+    /// only actions that touch the registries hop onto the manager strand.
+    void on_frame(websocketpp::connection_hdl hdl, typename server_type::message_ptr const& msg) {
+        auto con = connection_from(hdl);
+        if (!con) return;
+        counters_.add(counters_.messages_received);
+        if (msg->get_opcode() != websocketpp::frame::opcode::text) {
+            counters_.add(counters_.frames_rejected);
+            std::error_code ec;
+            con->close(close_code::unsupported_data, "Binary frames are not supported", ec);
+            return;
+        }
+        auto frame = std::make_shared<protocol::ClientFrame>();
+        if (auto problem = protocol::parse_client_frame(msg->get_payload(), *frame)) {
+            reject_frame(con, problem->code, problem->message, frame->request_id);
+            return;
+        }
+        auto const action = frame->action;
+        if (action == "ping") {
+            send_frame(con, protocol::pong_frame(frame->find("timestamp"), frame->request_id).frame());
+        } else if (action == "subscribe" || action == "unsubscribe") {
+            auto topic = frame->string_field("topic");
+            if (!topic || topic->empty() || topic->size() > max_topic_length) {
+                reject_frame(con, protocol::ErrorCode::bad_request,
+                             "Field topic must be a non-empty string of at most " +
+                                 std::to_string(max_topic_length) + " bytes",
+                             frame->request_id);
+                return;
+            }
+            post_to_strand([self = this->shared_from_this(), con, topic = std::string(*topic),
+                            subscribe = action == "subscribe", frame]() mutable {
+                self->on_subscribe(con, std::move(topic), subscribe, frame);
+            });
+        } else {
+            post_to_strand([self = this->shared_from_this(), con, frame] {
+                self->dispatch_action(con, frame);
+            });
+        }
+    }
+
+    /// Manager strand: host-defined actions (and, in later steps, confirm/cancel/ack).
+    void dispatch_action(connection_ptr const& con,
+                         std::shared_ptr<protocol::ClientFrame> const& frame) {
+        if (!con->registered) return;
+        auto it = action_handlers_.find(std::string(frame->action));
+        if (it == action_handlers_.end()) {
+            reject_frame(con, protocol::ErrorCode::unknown_action,
+                         "Unknown action: " + std::string(frame->action), frame->request_id);
+            return;
+        }
+        ActionContext context(con->connection_id, con->user_id, frame->action, frame->request_id,
+                              [self = this->shared_from_this(), con](Message const& reply) {
+                                  self->send_frame(con, reply.frame());
+                              });
+        try {
+            it->second(context, frame->document);
+        } catch (std::exception const& e) {
+            logger_->write(LogLevel::error, "action_handler_failed",
+                           std::string(frame->action) + ": " + e.what(), con->connection_id,
+                           con->user_id);
+            reject_frame(con, protocol::ErrorCode::internal, "Internal error", frame->request_id);
+        }
+    }
+
+    // ---- HTTP on the same port (connection strand) ---------------------------------------
+
+    void on_http(websocketpp::connection_hdl hdl) {
+        auto con = connection_from(hdl);
+        if (!con) return;
+        auto const& resource = con->get_resource();
+        auto const path = resource.substr(0, resource.find('?'));
+        if (path == "/healthz") {
+            bool const up = counters_.running.load(std::memory_order_relaxed);
+            con->set_status(up ? websocketpp::http::status_code::ok
+                               : websocketpp::http::status_code::service_unavailable);
+            con->append_header("Content-Type", "text/plain");
+            con->set_body(up ? "ok\n" : "stopped\n");
+        } else if (path == "/status") {
+            con->set_status(websocketpp::http::status_code::ok);
+            con->append_header("Content-Type", "application/json");
+            con->set_body(status().to_json());
+        } else {
+            con->set_status(websocketpp::http::status_code::not_found);
+            con->append_header("Content-Type", "text/plain");
+            con->set_body("not found\n");
+        }
+    }
+
+    static constexpr std::size_t max_topic_length = 256;
+
+    Options options_;
+    std::shared_ptr<logger> logger_;
+    asio::io_context& context_;
+    strand_type strand_;
+    server_type server_;
+    asio::steady_timer keepalive_timer_;
+    Authenticator authenticator_;
+    manager_counters counters_;
+    std::atomic<std::uint64_t> next_connection_id_{1};
+
+    // Manager strand only.
+    phase phase_ = phase::stopped;
+    std::unordered_map<std::uint64_t, connection_entry> connections_;
+    std::unordered_map<std::string, std::vector<std::uint64_t>> users_;
+    std::unordered_map<std::string, std::unordered_set<std::uint64_t>> topics_;
+    std::unordered_map<std::string, ActionHandler> action_handlers_;
+    std::function<void(CancelRequest const&)> cancel_handler_;
+    std::vector<std::function<void(std::error_code)>> stop_waiters_;
+};
+
+}  // namespace wsmanager::detail

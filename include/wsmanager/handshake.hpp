@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+#include <cctype>
+#include <functional>
+#include <map>
+#include <string>
+
+namespace wsmanager {
+
+/// What a client sent in its opening handshake, as seen by an Authenticator.
+struct HandshakeRequest {
+    std::string path;   ///< resource path without the query, e.g. "/ws"
+    std::map<std::string, std::string> query;    ///< decoded query parameters
+    std::map<std::string, std::string> headers;  ///< header names in lower case
+    std::string remote_endpoint;                 ///< "address:port" of the peer
+
+    /// A query parameter, or "" when absent.
+    std::string const& query_param(std::string const& name) const {
+        static std::string const none;
+        auto it = query.find(name);
+        return it == query.end() ? none : it->second;
+    }
+    /// A header (name in any case), or "" when absent.
+    std::string const& header(std::string name) const {
+        static std::string const none;
+        for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        auto it = headers.find(name);
+        return it == headers.end() ? none : it->second;
+    }
+};
+
+/// An Authenticator's verdict.
+struct AuthResult {
+    bool accepted = false;
+    std::string user_id;  ///< accepted: the connection's user ("" for anonymous)
+    int http_status = 401;  ///< refused: the HTTP status of the refusal
+    std::string reason;     ///< refused: the response body, and the log message
+
+    static AuthResult accept(std::string user_id) { return {true, std::move(user_id), 200, {}}; }
+    static AuthResult reject(std::string reason, int http_status = 401) {
+        return {false, {}, http_status, std::move(reason)};
+    }
+};
+
+/**
+ * Decides who a connecting client is. Runs during the handshake, on the connection's
+ * strand, possibly on several threads at once for different connections; it must not block
+ * for long. The default: with Options::auth_secret, an HS256 JWT from `?token=` or
+ * `Authorization: Bearer`; without, `?user_id=` as given (development mode).
+ */
+using Authenticator = std::function<AuthResult(HandshakeRequest const&)>;
+
+}  // namespace wsmanager

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string_view>
+
+namespace wsmanager {
+namespace detail {
+
+inline std::optional<std::string> env_value(char const* name) {
+    char const* value = std::getenv(name);
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+}
+
+[[noreturn]] inline void bad_env(char const* name, std::string const& value,
+                                 std::string_view expected) {
+    throw std::invalid_argument(std::string(name) + "='" + value + "' is not valid: expected " +
+                                std::string(expected));
+}
+
+inline std::uint64_t parse_env_unsigned(char const* name, std::string const& value,
+                                        std::uint64_t max) {
+    std::uint64_t result = 0;
+    auto const* first = value.data();
+    auto const* last = value.data() + value.size();
+    auto const [end, ec] = std::from_chars(first, last, result);
+    if (value.empty() || ec != std::errc{} || end != last || result > max) {
+        bad_env(name, value, "a whole number from 0 to " + std::to_string(max));
+    }
+    return result;
+}
+
+inline std::chrono::milliseconds parse_env_duration(char const* name, std::string const& value) {
+    constexpr std::string_view expected =
+        "a duration: seconds (30, 0.5) or a number with a unit (500ms, 30s, 5m)";
+    std::string_view text = value;
+    double scale_ms = 1000.0;  // bare numbers are seconds, as in the original
+    if (text.ends_with("ms")) {
+        scale_ms = 1.0;
+        text.remove_suffix(2);
+    } else if (text.ends_with("s")) {
+        text.remove_suffix(1);
+    } else if (text.ends_with("m")) {
+        scale_ms = 60000.0;
+        text.remove_suffix(1);
+    }
+    if (text.empty() || text.front() == '-' || text.front() == '+') bad_env(name, value, expected);
+    std::string number(text);
+    char* end = nullptr;
+    errno = 0;
+    double const amount = std::strtod(number.c_str(), &end);
+    if (errno != 0 || end != number.c_str() + number.size() || !std::isfinite(amount) ||
+        amount < 0 || amount * scale_ms > 1e12) {
+        bad_env(name, value, expected);
+    }
+    return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(amount * scale_ms)));
+}
+
+inline bool parse_env_bool(char const* name, std::string const& value) {
+    if (value == "1" || value == "true" || value == "yes" || value == "on") return true;
+    if (value == "0" || value == "false" || value == "no" || value == "off") return false;
+    bad_env(name, value, "a boolean (true/false, 1/0, yes/no, on/off)");
+}
+
+inline LogLevel parse_env_log_level(char const* name, std::string const& value) {
+    for (auto level : {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warning,
+                       LogLevel::error, LogLevel::off}) {
+        if (value == to_string(level)) return level;
+    }
+    if (value == "warn") return LogLevel::warning;
+    bad_env(name, value, "one of trace, debug, info, warning, error, off");
+}
+
+inline std::vector<std::string> split_list(std::string const& value) {
+    std::vector<std::string> items;
+    std::size_t start = 0;
+    while (start <= value.size()) {
+        auto comma = value.find(',', start);
+        if (comma == std::string::npos) comma = value.size();
+        auto item = value.substr(start, comma - start);
+        auto const first = item.find_first_not_of(" \t");
+        auto const last = item.find_last_not_of(" \t");
+        if (first != std::string::npos) items.push_back(item.substr(first, last - first + 1));
+        start = comma + 1;
+    }
+    return items;
+}
+
+}  // namespace detail
+
+inline Options Options::from_env() {
+    using namespace detail;
+    Options options;
+    if (auto v = env_value("WEBSOCKET_HOST")) {
+        if (v->empty()) bad_env("WEBSOCKET_HOST", *v, "a host name or address");
+        options.host = *v;
+    }
+    if (auto v = env_value("WEBSOCKET_PORT")) {
+        options.port = static_cast<std::uint16_t>(parse_env_unsigned("WEBSOCKET_PORT", *v, 65535));
+    }
+    if (auto v = env_value("WEBSOCKET_MAX_CONNECTIONS")) {
+        options.max_connections = parse_env_unsigned("WEBSOCKET_MAX_CONNECTIONS", *v, 10'000'000);
+        if (options.max_connections == 0) bad_env("WEBSOCKET_MAX_CONNECTIONS", *v, "at least 1");
+    }
+    if (auto v = env_value("WEBSOCKET_PING_INTERVAL")) {
+        options.ping_interval = parse_env_duration("WEBSOCKET_PING_INTERVAL", *v);
+    }
+    if (auto v = env_value("WEBSOCKET_PING_TIMEOUT")) {
+        options.ping_timeout = parse_env_duration("WEBSOCKET_PING_TIMEOUT", *v);
+    }
+    if (auto v = env_value("WEBSOCKET_CALLBACK_TIMEOUT")) {
+        options.callback_timeout = parse_env_duration("WEBSOCKET_CALLBACK_TIMEOUT", *v);
+    }
+    if (auto v = env_value("WEBSOCKET_PROCEED_ON_TIMEOUT")) {
+        options.proceed_on_timeout = parse_env_bool("WEBSOCKET_PROCEED_ON_TIMEOUT", *v);
+    }
+    if (auto v = env_value("WEBSOCKET_CLOSE_TIMEOUT")) {
+        options.close_timeout = parse_env_duration("WEBSOCKET_CLOSE_TIMEOUT", *v);
+    }
+    if (auto v = env_value("WEBSOCKET_MAX_MESSAGE_SIZE")) {
+        options.max_message_size =
+            parse_env_unsigned("WEBSOCKET_MAX_MESSAGE_SIZE", *v, std::uint64_t{1} << 30);
+    }
+    if (auto v = env_value("WEBSOCKET_MAX_SEND_BUFFER")) {
+        options.max_send_buffer =
+            parse_env_unsigned("WEBSOCKET_MAX_SEND_BUFFER", *v, std::uint64_t{1} << 34);
+    }
+    if (auto v = env_value("WEBSOCKET_THREADS")) {
+        options.threads = parse_env_unsigned("WEBSOCKET_THREADS", *v, 256);
+        if (options.threads == 0) bad_env("WEBSOCKET_THREADS", *v, "at least 1");
+    }
+    if (auto v = env_value("WEBSOCKET_AUTH_SECRET")) options.auth_secret = *v;
+    if (auto v = env_value("WEBSOCKET_ALLOWED_ORIGINS")) options.allowed_origins = split_list(*v);
+    if (auto v = env_value("WEBSOCKET_TLS_CERT")) options.tls_cert = *v;
+    if (auto v = env_value("WEBSOCKET_TLS_KEY")) options.tls_key = *v;
+    if (auto v = env_value("WEBSOCKET_REDIS_URL")) {
+        if (!v->empty() && !v->starts_with("redis://")) {
+            bad_env("WEBSOCKET_REDIS_URL", *v, "a redis://host:port URL");
+        }
+        options.redis_url = *v;
+    }
+    if (auto v = env_value("WEBSOCKET_LOG_LEVEL")) {
+        options.log_level = parse_env_log_level("WEBSOCKET_LOG_LEVEL", *v);
+    }
+    options.validate();
+    return options;
+}
+
+inline void Options::validate() const {
+    auto fail = [](std::string const& what) { throw std::invalid_argument("wsmanager::Options: " + what); };
+    if (host.empty()) fail("host must not be empty");
+    if (max_connections == 0) fail("max_connections must be at least 1");
+    if (ping_interval.count() < 0) fail("ping_interval must not be negative");
+    if (ping_interval.count() > 0 && ping_timeout.count() <= 0) {
+        fail("ping_timeout must be positive when ping_interval is set");
+    }
+    if (callback_timeout.count() <= 0) fail("callback_timeout must be positive");
+    if (close_timeout.count() <= 0) fail("close_timeout must be positive");
+    if (handshake_timeout.count() <= 0) fail("handshake_timeout must be positive");
+    if (max_message_size < 64) fail("max_message_size must be at least 64 bytes");
+    if (max_send_buffer < 1024) fail("max_send_buffer must be at least 1024 bytes");
+    if (threads == 0) fail("threads must be at least 1");
+    if (tls_cert.empty() != tls_key.empty()) fail("tls_cert and tls_key go together");
+}
+
+}  // namespace wsmanager

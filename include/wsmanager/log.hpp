@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace wsmanager {
+
+/// Severity of a log record, lowest first. `off` as a threshold silences everything.
+enum class LogLevel { trace, debug, info, warning, error, off };
+
+/// Name of a level as used in logs and in `WEBSOCKET_LOG_LEVEL` ("warning", ...).
+constexpr std::string_view to_string(LogLevel level) noexcept {
+    switch (level) {
+        case LogLevel::trace: return "trace";
+        case LogLevel::debug: return "debug";
+        case LogLevel::info: return "info";
+        case LogLevel::warning: return "warning";
+        case LogLevel::error: return "error";
+        case LogLevel::off: return "off";
+    }
+    return "unknown";
+}
+
+/// One log event. The views are valid only during the sink call.
+struct LogRecord {
+    LogLevel level = LogLevel::info;
+    std::string_view event;    ///< short machine-readable name, e.g. "connection_closed"
+    std::string_view message;  ///< human-readable text
+    std::uint64_t connection_id = 0;  ///< 0 when the record is not about one connection
+    std::string_view user_id;
+};
+
+/// Where the library's log records go. Called from any of the manager's threads, one record
+/// at a time (the manager serializes calls), so a sink needs no locking of its own.
+using LogSink = std::function<void(LogRecord const&)>;
+
+/// A sink that writes one human-readable line per record to stderr.
+LogSink stderr_log_sink();
+
+namespace detail {
+
+/// The manager's logger: a level threshold and a replaceable sink, shared by the manager
+/// and by websocketpp's access and error logs.
+class logger {
+public:
+    logger(LogSink sink, LogLevel threshold) : sink_(std::move(sink)), threshold_(threshold) {}
+
+    bool enabled(LogLevel level) const noexcept {
+        return sink_ && level >= threshold_ && level != LogLevel::off;
+    }
+
+    void write(LogLevel level, std::string_view event, std::string_view message,
+               std::uint64_t connection_id = 0, std::string_view user_id = {}) const {
+        if (!enabled(level)) return;
+        std::lock_guard lock(mutex_);
+        sink_(LogRecord{level, event, message, connection_id, user_id});
+    }
+
+private:
+    LogSink sink_;
+    LogLevel threshold_;
+    mutable std::mutex mutex_;
+};
+
+}  // namespace detail
+}  // namespace wsmanager
+
+#include <wsmanager/impl/log.hpp>

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <rapidjson/document.h>
+#include <websocketpp/frame.hpp>
+#include <websocketpp/message_buffer/alloc.hpp>
+#include <websocketpp/message_buffer/message.hpp>
+
+namespace wsmanager {
+
+namespace detail {
+/// websocketpp's message type for every asio config; a prepared one is written as it is.
+using frame_message =
+    websocketpp::message_buffer::message<websocketpp::message_buffer::alloc::con_msg_manager>;
+using frame_ptr = std::shared_ptr<frame_message>;
+
+/// Frames a text payload once: an unmasked, final text frame (server frames are never masked,
+/// so one frame serves every connection).
+inline frame_ptr make_text_frame(std::string payload) {
+    auto frame = std::make_shared<frame_message>(
+        frame_message::con_msg_man_ptr{}, websocketpp::frame::opcode::text, 0);
+    websocketpp::frame::basic_header const header(websocketpp::frame::opcode::text,
+                                                  payload.size(), true, false);
+    websocketpp::frame::extended_header const extended(payload.size());
+    frame->set_header(websocketpp::frame::prepare_header(header, extended));
+    frame->get_raw_payload() = std::move(payload);
+    frame->set_prepared(true);
+    return frame;
+}
+}  // namespace detail
+
+/**
+ * An immutable, already serialized and framed JSON text message.
+ *
+ * Copying a Message copies a pointer: broadcast, send_to_user and publish hand the same
+ * frame to every connection, so a message is serialized and framed once per call, never once
+ * per connection.
+ *
+ * @par Thread Safety
+ * Distinct objects: safe. Shared objects: safe (a Message never changes).
+ */
+class Message {
+public:
+    /// Serializes a JSON value (usually an object with a "type" field).
+    explicit Message(rapidjson::Value const& value);
+
+    /**
+     * Validates JSON text and keeps it byte for byte.
+     * @throws std::invalid_argument when the text is not valid UTF-8 JSON.
+     */
+    static Message from_json(std::string_view json_text);
+
+    /// Wraps text the caller guarantees is valid JSON (e.g. produced by a JSON writer).
+    static Message from_trusted_json(std::string json_text) {
+        return Message(detail::make_text_frame(std::move(json_text)));
+    }
+
+    /// The JSON text, as sent.
+    std::string_view text() const noexcept { return frame_->get_payload(); }
+    std::size_t size() const noexcept { return frame_->get_payload().size(); }
+
+    /// The prepared websocketpp frame (internal).
+    detail::frame_ptr const& frame() const noexcept { return frame_; }
+
+private:
+    explicit Message(detail::frame_ptr frame) : frame_(std::move(frame)) {}
+    detail::frame_ptr frame_;
+};
+
+}  // namespace wsmanager
+
+#include <wsmanager/impl/message.hpp>

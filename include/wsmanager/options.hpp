@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <wsmanager/log.hpp>
+
+namespace wsmanager {
+
+/**
+ * Every setting of a WebSocketManager, with the original component's defaults.
+ *
+ * An aggregate, so hosts can write
+ * `Options{.host = "127.0.0.1", .port = 9000, .callback_timeout = std::chrono::seconds(60)}`.
+ * Durations accept any `std::chrono` duration of millisecond resolution or coarser.
+ */
+struct Options {
+    std::string host = "0.0.0.0";  ///< address to listen on (WEBSOCKET_HOST)
+    std::uint16_t port = 8765;     ///< 0 picks a free port; see WebSocketManager::local_port()
+    std::size_t max_connections = 1000;  ///< the next connection is closed with 1013
+
+    /// WebSocket ping sent to every connection this often; 0 disables keepalive.
+    std::chrono::milliseconds ping_interval = std::chrono::seconds(30);
+    /// A connection whose pong is this late is closed (1011) and then dropped.
+    std::chrono::milliseconds ping_timeout = std::chrono::seconds(10);
+    /// How long notify_user waits for an answer (the original's 300 s).
+    std::chrono::milliseconds callback_timeout = std::chrono::seconds(300);
+    /// The decision a timed-out confirmation resolves with (the original proceeds).
+    bool proceed_on_timeout = true;
+
+    /// How long a closing handshake may take before the TCP connection is dropped.
+    std::chrono::milliseconds close_timeout = std::chrono::seconds(5);
+    /// How long a client may take to complete the opening handshake.
+    std::chrono::milliseconds handshake_timeout = std::chrono::seconds(5);
+
+    /// Largest client frame accepted; larger ones close the connection with 1009.
+    std::size_t max_message_size = 64 * 1024;
+    /// Bytes that may wait in one connection's send queue. A send that would exceed it is
+    /// dropped (counted as failed) and the connection, a client that does not read, is
+    /// closed with 1008.
+    std::size_t max_send_buffer = 4 * 1024 * 1024;
+    /// Topics one connection may be subscribed to at once.
+    std::size_t max_topics_per_connection = 100;
+
+    /// Threads running the manager's own io_context (owning constructor only).
+    std::size_t threads = 1;
+
+    /// HS256 secret for JWT authentication; empty means development mode (`?user_id=`).
+    std::string auth_secret{};
+    /// Accepted `Origin` header values; empty accepts any origin.
+    std::vector<std::string> allowed_origins{};
+    /// PEM files for config::tls.
+    std::string tls_cert{};
+    std::string tls_key{};
+    /// Redis URL for multi-node fan-out (redis://host:port); empty means single node.
+    std::string redis_url{};
+
+    /// Records at or above this level reach log_sink.
+    LogLevel log_level = LogLevel::warning;
+    /// Where log records go; empty discards them.
+    LogSink log_sink = stderr_log_sink();
+
+    /**
+     * Options from the environment: the original's `WEBSOCKET_HOST`, `WEBSOCKET_PORT`,
+     * `WEBSOCKET_MAX_CONNECTIONS`, `WEBSOCKET_PING_INTERVAL`, `WEBSOCKET_PING_TIMEOUT`,
+     * `WEBSOCKET_CALLBACK_TIMEOUT`, and `WEBSOCKET_PROCEED_ON_TIMEOUT`,
+     * `WEBSOCKET_CLOSE_TIMEOUT`, `WEBSOCKET_MAX_MESSAGE_SIZE`, `WEBSOCKET_MAX_SEND_BUFFER`,
+     * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_ALLOWED_ORIGINS`
+     * (comma-separated), `WEBSOCKET_TLS_CERT`, `WEBSOCKET_TLS_KEY`, `WEBSOCKET_REDIS_URL`,
+     * `WEBSOCKET_LOG_LEVEL`. Unset variables keep the defaults.
+     *
+     * Durations are seconds as in the original (`30`, `0.5`) or carry a unit (`500ms`,
+     * `30s`, `5m`).
+     *
+     * @throws std::invalid_argument naming the variable when a value is malformed or out
+     * of range; never falls back to a default silently.
+     */
+    static Options from_env();
+
+    /// Throws std::invalid_argument naming the first setting that makes no sense.
+    void validate() const;
+};
+
+}  // namespace wsmanager
+
+#include <wsmanager/impl/options.hpp>

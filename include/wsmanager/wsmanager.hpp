@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// wsmanager: real-time task notifications over WebSocket for C++ hosts.
+// The umbrella header: every public header.
+
+#include <wsmanager/action.hpp>
+#include <wsmanager/config.hpp>
+#include <wsmanager/error.hpp>
+#include <wsmanager/handshake.hpp>
+#include <wsmanager/log.hpp>
+#include <wsmanager/manager.hpp>
+#include <wsmanager/message.hpp>
+#include <wsmanager/models.hpp>
+#include <wsmanager/options.hpp>
+#include <wsmanager/protocol.hpp>
