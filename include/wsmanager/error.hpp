@@ -14,6 +14,7 @@ enum class error {
     not_running,          ///< an operation that needs a running server
     invalid_message,      ///< JSON text that does not parse or is not an object
     shutting_down,        ///< the server stopped while the operation was pending
+    task_cancelled,       ///< the task was cancelled (send_heartbeat ends with it)
 };
 
 namespace detail {
@@ -26,6 +27,7 @@ public:
             case error::not_running: return "server is not running";
             case error::invalid_message: return "invalid JSON message";
             case error::shutting_down: return "server is shutting down";
+            case error::task_cancelled: return "task was cancelled";
         }
         return "unknown wsmanager error";
     }

@@ -15,6 +15,8 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
+#include <chrono>
+#include <ratio>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/use_awaitable.hpp>
@@ -197,6 +199,105 @@ public:
                 core->publish(std::move(topic), std::move(message), std::move(handler));
             },
             token, std::move(topic), std::move(message));
+    }
+
+    /**
+     * Sends a step result to one user and waits for their decision (`confirm`), as the
+     * original's notify_user, with Options::callback_timeout.
+     *
+     * The `task_step_result` frame goes to every connection of `user_id` and to nobody
+     * else; a user who is offline gets it on connecting, until it ends. The first valid
+     * answer from that user wins; then every connection of the user gets
+     * `confirmation_resolved`, however the confirmation ended.
+     *
+     * @par Completion Signature
+     * `void(std::error_code, UserConfirmation)`. Success with reason `user` (the answer),
+     * `timeout` (`proceed` = Options::proceed_on_timeout), `cancelled` (the user or host
+     * cancelled the task), `shutdown` (stop_server) or `disconnected`
+     * (Options::resolve_on_disconnect). Errors: error::not_running, error::invalid_message
+     * (TaskStepResult::result is not JSON, or `user_id` is empty), operation_aborted.
+     * @par Per-Operation Cancellation
+     * terminal, partial and total: the request is withdrawn at once (its user's dialogs get
+     * `confirmation_resolved` with reason `cancelled`) and the operation completes with
+     * `asio::error::operation_aborted`.
+     */
+    template <class CompletionToken = asio::use_awaitable_t<>>
+        requires asio::completion_token_for<CompletionToken, void(std::error_code, UserConfirmation)>
+    auto notify_user(TaskStepResult step_result, std::string user_id, std::string task_id,
+                     int step, CompletionToken&& token = asio::use_awaitable_t<>{}) {
+        return notify_user(std::move(step_result), std::move(user_id), std::move(task_id), step,
+                           core_->options().callback_timeout,
+                           std::forward<CompletionToken>(token));
+    }
+
+    /// notify_user with its own timeout instead of Options::callback_timeout.
+    template <class Rep, class Period, class CompletionToken = asio::use_awaitable_t<>>
+    auto notify_user(TaskStepResult step_result, std::string user_id, std::string task_id,
+                     int step, std::chrono::duration<Rep, Period> timeout,
+                     CompletionToken&& token = asio::use_awaitable_t<>{}) {
+        return asio::async_initiate<CompletionToken, void(std::error_code, UserConfirmation)>(
+            [core = core_](auto handler, TaskStepResult step_result, std::string user_id,
+                           std::string task_id, int step, std::chrono::milliseconds timeout) {
+                core->notify(std::move(step_result), std::move(user_id), std::move(task_id),
+                             step, timeout, std::move(handler));
+            },
+            token, std::move(step_result), std::move(user_id), std::move(task_id), step,
+            std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+    }
+
+    /**
+     * Sends `heartbeat` frames to a user's connections for a task: one at once, then one
+     * every `interval`, until the operation is cancelled, the user cancels the task, or the
+     * server stops. Typically run beside a long step:
+     * `co_await (long_step() || manager.send_heartbeat(user, task, 10s))`.
+     *
+     * @par Completion Signature
+     * `void(std::error_code)`: `asio::error::operation_aborted` (cancelled by the host),
+     * error::task_cancelled (cancelled by the user), error::shutting_down,
+     * error::not_running, or `asio::error::invalid_argument` (empty ids, interval <= 0).
+     * It never completes successfully: it runs until one of these.
+     * @par Per-Operation Cancellation
+     * terminal, partial and total: stops at once.
+     */
+    template <class Rep = std::int64_t, class Period = std::ratio<1>,
+              class CompletionToken = asio::use_awaitable_t<>>
+    auto send_heartbeat(std::string user_id, std::string task_id,
+                        std::chrono::duration<Rep, Period> interval = std::chrono::seconds(30),
+                        CompletionToken&& token = asio::use_awaitable_t<>{}) {
+        return asio::async_initiate<CompletionToken, void(std::error_code)>(
+            [core = core_](auto handler, std::string user_id, std::string task_id,
+                           std::chrono::milliseconds interval) {
+                core->heartbeat(std::move(user_id), std::move(task_id), interval,
+                                std::move(handler));
+            },
+            token, std::move(user_id), std::move(task_id),
+            std::chrono::duration_cast<std::chrono::milliseconds>(interval));
+    }
+
+    /**
+     * Sends a message to a user's connections with `message_id` and `requires_ack: true`
+     * added, and waits for a client's `ack` of that id.
+     *
+     * @par Completion Signature
+     * `void(std::error_code, bool)`: true once one of the user's clients acks; false on
+     * timeout, when the user has no connection (nothing is kept for later), or on
+     * stop_server (with error::shutting_down). error::invalid_message when the message is
+     * not a JSON object.
+     * @par Per-Operation Cancellation
+     * terminal, partial and total: completes with `asio::error::operation_aborted`, false.
+     */
+    template <class Rep, class Period, class CompletionToken = asio::use_awaitable_t<>>
+    auto send_with_ack(std::string user_id, Message message,
+                       std::chrono::duration<Rep, Period> timeout,
+                       CompletionToken&& token = asio::use_awaitable_t<>{}) {
+        return asio::async_initiate<CompletionToken, void(std::error_code, bool)>(
+            [core = core_](auto handler, std::string user_id, Message message,
+                           std::chrono::milliseconds timeout) {
+                core->send_with_ack(std::move(user_id), std::move(message), timeout,
+                                    std::move(handler));
+            },
+            token, std::move(user_id), std::move(message),
+            std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
     }
 
     /// Open connections right now. Any thread, never blocks.

@@ -31,26 +31,26 @@ constexpr std::string_view to_string(ConfirmationReason reason) noexcept {
 
 /// The result of one task step, as the original's TaskStepResult.
 struct TaskStepResult {
-    std::string step;              ///< step name
+    std::string step{};              ///< step name
     std::string result = "null";   ///< the step's result as JSON text (validated when sent)
     bool completed = false;
-    std::string message;           ///< what the user is asked / told
-    std::string status;            ///< e.g. "completed", "failed"
-    std::optional<std::string> error_code;
-    std::optional<std::string> error_message;
+    std::string message{};           ///< what the user is asked / told
+    std::string status{};            ///< e.g. "completed", "failed"
+    std::optional<std::string> error_code{};
+    std::optional<std::string> error_message{};
 };
 
 /// A user's decision on a step, as the original's UserConfirmation, plus why it ended.
 struct UserConfirmation {
     bool proceed = false;
-    std::optional<std::string> feedback;
+    std::optional<std::string> feedback{};
     ConfirmationReason reason = ConfirmationReason::user;
 };
 
 /// A user's request to cancel a task, handed to the host's on_cancel handler.
 struct CancelRequest {
-    std::string user_id;            ///< who asked (from the connection's identity)
-    std::string task_id;
+    std::string user_id{};            ///< who asked (from the connection's identity)
+    std::string task_id{};
     std::uint64_t connection_id = 0;
 };
 

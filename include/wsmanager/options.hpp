@@ -31,6 +31,11 @@ struct Options {
     std::chrono::milliseconds callback_timeout = std::chrono::seconds(300);
     /// The decision a timed-out confirmation resolves with (the original proceeds).
     bool proceed_on_timeout = true;
+    /// By default a confirmation waits for its user to (re)connect until it times out.
+    /// With this set, it ends (`proceed = false`, reason `disconnected`) once the user has had
+    /// no connection for disconnect_grace.
+    bool resolve_on_disconnect = false;
+    std::chrono::milliseconds disconnect_grace = std::chrono::seconds(10);
 
     /// How long a closing handshake may take before the TCP connection is dropped.
     std::chrono::milliseconds close_timeout = std::chrono::seconds(5);
@@ -68,6 +73,7 @@ struct Options {
      * Options from the environment: the original's `WEBSOCKET_HOST`, `WEBSOCKET_PORT`,
      * `WEBSOCKET_MAX_CONNECTIONS`, `WEBSOCKET_PING_INTERVAL`, `WEBSOCKET_PING_TIMEOUT`,
      * `WEBSOCKET_CALLBACK_TIMEOUT`, and `WEBSOCKET_PROCEED_ON_TIMEOUT`,
+     * `WEBSOCKET_RESOLVE_ON_DISCONNECT`, `WEBSOCKET_DISCONNECT_GRACE`,
      * `WEBSOCKET_CLOSE_TIMEOUT`, `WEBSOCKET_MAX_MESSAGE_SIZE`, `WEBSOCKET_MAX_SEND_BUFFER`,
      * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_ALLOWED_ORIGINS`
      * (comma-separated), `WEBSOCKET_TLS_CERT`, `WEBSOCKET_TLS_KEY`, `WEBSOCKET_REDIS_URL`,

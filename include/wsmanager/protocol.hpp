@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
@@ -105,6 +106,15 @@ public:
         if (value) return field(key, *value);
         return null_field(key);
     }
+    frame_writer& begin_object(std::string_view key) {
+        key_(key);
+        writer_.StartObject();
+        return *this;
+    }
+    frame_writer& end_object() {
+        writer_.EndObject();
+        return *this;
+    }
     /// Echoes the client's request_id, when it sent one.
     frame_writer& request_id(rapidjson::Value const* id) {
         if (id != nullptr) field("request_id", *id);
@@ -163,6 +173,61 @@ inline Message subscription_frame(bool subscribed, std::string_view topic,
         .finish();
 }
 
+inline Message task_step_result_frame(std::string_view callback_id, std::string_view user_id,
+                                     std::string_view task_id, int step,
+                                     TaskStepResult const& result, double timeout_s) {
+    frame_writer w("task_step_result");
+    w.field("callback_id", callback_id)
+        .field("user_id", user_id)
+        .field("task_id", task_id)
+        .field("step", step)
+        .field("message", result.message)
+        .field("status", result.status);
+    // step_result: every TaskStepResult field; `result` is JSON text validated by the caller.
+    w.begin_object("step_result")
+        .field("step", result.step)
+        .raw_field("result", result.result)
+        .field("completed", result.completed)
+        .field("message", result.message)
+        .field("status", result.status)
+        .optional_field("error_code", result.error_code)
+        .optional_field("error_message", result.error_message)
+        .end_object();
+    return w.field("timeout_s", timeout_s).field("timestamp", now_seconds()).finish();
+}
+
+inline Message confirmation_resolved_frame(std::string_view callback_id, std::string_view task_id,
+                                           UserConfirmation const& confirmation) {
+    return frame_writer("confirmation_resolved")
+        .field("callback_id", callback_id)
+        .field("task_id", task_id)
+        .field("proceed", confirmation.proceed)
+        .optional_field("feedback", confirmation.feedback)
+        .field("reason", to_string(confirmation.reason))
+        .finish();
+}
+
+inline Message task_cancelled_frame(std::string_view user_id, std::string_view task_id) {
+    return frame_writer("task_cancelled")
+        .field("user_id", user_id)
+        .field("task_id", task_id)
+        .field("timestamp", now_seconds())
+        .finish();
+}
+
+inline Message heartbeat_frame(std::string_view user_id, std::string_view task_id) {
+    return frame_writer("heartbeat")
+        .field("user_id", user_id)
+        .field("task_id", task_id)
+        .field("timestamp", now_seconds())
+        .finish();
+}
+
+/// The topic whose subscribers hear about one task (`task_cancelled`).
+inline std::string task_topic(std::string_view task_id) {
+    return "task:" + std::string(task_id);
+}
+
 /// A client frame, parsed: its action and optional request_id.
 struct ClientFrame {
     rapidjson::Document document;
@@ -215,6 +280,96 @@ inline std::optional<FrameProblem> parse_client_frame(std::string_view text, Cli
     }
     out.action = std::string_view(action->GetString(), action->GetStringLength());
     return std::nullopt;
+}
+
+}  // namespace wsmanager::protocol
+
+namespace wsmanager::protocol {
+
+/// Fields of a client `confirm`.
+struct ConfirmAnswer {
+    std::string callback_id;
+    bool proceed = false;
+    std::optional<std::string> feedback;
+};
+
+/// Fields of a client `cancel`.
+struct CancelAsk {
+    std::string task_id;
+    std::optional<std::string> user_id;  ///< when given, must be the sender's own
+};
+
+namespace detail {
+inline std::optional<FrameProblem> required_string(ClientFrame const& frame, std::string_view name,
+                                                   std::string& out) {
+    auto value = frame.string_field(name);
+    if (!value || value->empty()) {
+        return FrameProblem{ErrorCode::bad_request,
+                            "Field " + std::string(name) + " must be a non-empty string"};
+    }
+    out = std::string(*value);
+    return std::nullopt;
+}
+
+/// An optional string field: absent and null are "none"; any other type is a problem.
+inline std::optional<FrameProblem> optional_string(ClientFrame const& frame, std::string_view name,
+                                                   std::optional<std::string>& out) {
+    auto const* value = frame.find(name);
+    if (value == nullptr || value->IsNull()) return std::nullopt;
+    if (!value->IsString()) {
+        return FrameProblem{ErrorCode::bad_request,
+                            "Field " + std::string(name) + " must be a string"};
+    }
+    out = std::string(value->GetString(), value->GetStringLength());
+    return std::nullopt;
+}
+}  // namespace detail
+
+inline std::variant<ConfirmAnswer, FrameProblem> parse_confirm(ClientFrame const& frame) {
+    ConfirmAnswer answer;
+    if (auto problem = detail::required_string(frame, "callback_id", answer.callback_id)) {
+        return *problem;
+    }
+    auto const* proceed = frame.find("proceed");
+    if (proceed == nullptr || !proceed->IsBool()) {
+        return FrameProblem{ErrorCode::bad_request, "Field proceed must be a boolean"};
+    }
+    answer.proceed = proceed->GetBool();
+    if (auto problem = detail::optional_string(frame, "feedback", answer.feedback)) {
+        return *problem;
+    }
+    return answer;
+}
+
+inline std::variant<CancelAsk, FrameProblem> parse_cancel(ClientFrame const& frame) {
+    CancelAsk ask;
+    if (auto problem = detail::required_string(frame, "task_id", ask.task_id)) return *problem;
+    if (auto problem = detail::optional_string(frame, "user_id", ask.user_id)) return *problem;
+    return ask;
+}
+
+inline std::variant<std::string, FrameProblem> parse_ack(ClientFrame const& frame) {
+    std::string message_id;
+    if (auto problem = detail::required_string(frame, "message_id", message_id)) return *problem;
+    return message_id;
+}
+
+/// The host's message with `message_id` and `requires_ack: true` added (send_with_ack);
+/// nullopt when the message is not a JSON object.
+inline std::optional<Message> with_ack_request(Message const& message, std::string_view message_id) {
+    rapidjson::Document document;
+    document.Parse(message.text().data(), message.text().size());
+    if (document.HasParseError() || !document.IsObject()) return std::nullopt;
+    auto& allocator = document.GetAllocator();
+    document.RemoveMember("message_id");
+    document.RemoveMember("requires_ack");
+    document.AddMember("message_id",
+                       rapidjson::Value(message_id.data(),
+                                        static_cast<rapidjson::SizeType>(message_id.size()),
+                                        allocator),
+                       allocator);
+    document.AddMember("requires_ack", true, allocator);
+    return Message(document);
 }
 
 }  // namespace wsmanager::protocol

@@ -6,6 +6,7 @@
 #include <tuple>
 #include <utility>
 
+#include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
 #include <asio/execution/outstanding_work.hpp>
 #include <asio/io_context.hpp>
@@ -38,6 +39,9 @@ public:
         auto executor = std::move(work_);
         asio::post(executor, [handler = std::move(handler_),
                               args = std::make_tuple(std::forward<Args>(args)...)]() mutable {
+            // The slot is cleared here, on the handler's executor, where the canceller emits
+            // too: a slot must not be cleared while its signal may be emitted.
+            asio::get_associated_cancellation_slot(handler).clear();
             std::apply(std::move(handler), std::move(args));
         });
     }
@@ -49,11 +53,13 @@ private:
     Handler handler_;
 };
 
-/// A move-only handler as a copyable std::function, for storing in containers.
-template <class Signature, class Handler>
-std::function<Signature> share_handler(Handler handler) {
-    auto shared = std::make_shared<Handler>(std::move(handler));
-    return [shared](auto&&... args) { std::move(*shared).complete(std::forward<decltype(args)>(args)...); };
+/// A pending_completion as a copyable std::function, for storing in containers.
+template <class Signature, class Completion>
+std::function<Signature> share_completion(Completion completion) {
+    auto shared = std::make_shared<Completion>(std::move(completion));
+    return [shared](auto&&... args) {
+        std::move(*shared).complete(std::forward<decltype(args)>(args)...);
+    };
 }
 
 }  // namespace wsmanager::detail

@@ -8,6 +8,7 @@
 // handlers run on each connection's own strand and hop onto the manager strand with a post.
 // Everything written to a connection is written from that connection's strand.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -16,8 +17,12 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <variant>
 #include <vector>
 
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/cancellation_type.hpp>
+#include <asio/error.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
@@ -27,6 +32,9 @@
 
 #include <wsmanager/action.hpp>
 #include <wsmanager/detail/completion.hpp>
+#include <wsmanager/detail/confirmation_registry.hpp>
+#include <wsmanager/detail/random_id.hpp>
+#include <wsmanager/detail/jwt.hpp>
 #include <wsmanager/detail/uri.hpp>
 #include <wsmanager/error.hpp>
 #include <wsmanager/handshake.hpp>
@@ -62,6 +70,7 @@ struct manager_counters {
     std::atomic<std::uint64_t> messages_failed{0};
     std::atomic<std::uint64_t> messages_received{0};
     std::atomic<std::uint64_t> frames_rejected{0};
+    std::atomic<std::uint64_t> heartbeats_sent{0};
     std::atomic<std::uint64_t> confirmations_ended{0};
     std::atomic<std::int64_t> confirmation_wait_total_us{0};
 
@@ -164,7 +173,7 @@ public:
                 std::move(done).complete(std::error_code{});
             } else {
                 self->stop_waiters_.push_back(
-                    share_handler<void(std::error_code)>(std::move(done)));
+                    share_completion<void(std::error_code)>(std::move(done)));
             }
         });
     }
@@ -200,6 +209,108 @@ public:
                         done = pending_completion<Handler>(std::move(handler),
                                                            context_.get_executor())]() mutable {
             std::move(done).complete(std::error_code{}, self->publish_now(topic, message));
+        });
+    }
+
+    template <class Handler>
+    void notify(TaskStepResult result, std::string user_id, std::string task_id, int step,
+                std::chrono::milliseconds timeout, Handler handler) {
+        pending_confirmation entry;
+        entry.callback_id = random_id();
+        entry.user_id = std::move(user_id);
+        entry.task_id = std::move(task_id);
+        entry.step = step;
+        entry.result = std::move(result);
+        entry.created = pending_confirmation::clock::now();
+        entry.deadline = entry.created + timeout;
+        install_canceller(handler, [weak = this->weak_from_this(), id = entry.callback_id] {
+            if (auto self = weak.lock()) {
+                self->post_to_strand([self, id] {
+                    self->end_confirmation(
+                        id, UserConfirmation{false, std::nullopt, ConfirmationReason::cancelled},
+                        asio::error::operation_aborted);
+                });
+            }
+        });
+        post_to_strand([self = this->shared_from_this(), entry = std::move(entry),
+                        done = pending_completion<Handler>(std::move(handler),
+                                                           context_.get_executor())]() mutable {
+            entry.complete =
+                share_completion<void(std::error_code, UserConfirmation)>(std::move(done));
+            self->begin_confirmation(std::move(entry));
+        });
+    }
+
+    template <class Handler>
+    void heartbeat(std::string user_id, std::string task_id, std::chrono::milliseconds interval,
+                   Handler handler) {
+        auto const id = next_operation_id_.fetch_add(1, std::memory_order_relaxed);
+        install_canceller(handler, [weak = this->weak_from_this(), id] {
+            if (auto self = weak.lock()) {
+                self->post_to_strand(
+                    [self, id] { self->end_heartbeat(id, asio::error::operation_aborted); });
+            }
+        });
+        post_to_strand([self = this->shared_from_this(), id, user_id = std::move(user_id),
+                        task_id = std::move(task_id), interval,
+                        done = pending_completion<Handler>(std::move(handler),
+                                                           context_.get_executor())]() mutable {
+            if (self->phase_ != phase::running) {
+                std::move(done).complete(std::error_code(error::not_running));
+                return;
+            }
+            if (interval.count() <= 0 || user_id.empty() || task_id.empty()) {
+                std::move(done).complete(std::error_code(asio::error::invalid_argument));
+                return;
+            }
+            auto& entry = self->heartbeats_[id];
+            entry.user_id = std::move(user_id);
+            entry.task_id = std::move(task_id);
+            entry.interval = interval;
+            entry.timer = std::make_unique<asio::steady_timer>(self->strand_);
+            entry.complete = share_completion<void(std::error_code)>(std::move(done));
+            self->heartbeat_tick(id);
+        });
+    }
+
+    template <class Handler>
+    void send_with_ack(std::string user_id, Message message, std::chrono::milliseconds timeout,
+                       Handler handler) {
+        auto message_id = random_id();
+        install_canceller(handler, [weak = this->weak_from_this(), message_id] {
+            if (auto self = weak.lock()) {
+                self->post_to_strand([self, message_id] {
+                    self->end_ack(message_id, false, asio::error::operation_aborted);
+                });
+            }
+        });
+        post_to_strand([self = this->shared_from_this(), user_id = std::move(user_id),
+                        message = std::move(message), message_id = std::move(message_id),
+                        timeout,
+                        done = pending_completion<Handler>(std::move(handler),
+                                                           context_.get_executor())]() mutable {
+            if (self->phase_ != phase::running) {
+                std::move(done).complete(std::error_code(error::not_running), false);
+                return;
+            }
+            auto framed = protocol::with_ack_request(message, message_id);
+            if (!framed) {
+                std::move(done).complete(std::error_code(error::invalid_message), false);
+                return;
+            }
+            if (self->send_to_user_now(user_id, *framed) == 0) {
+                std::move(done).complete(std::error_code{}, false);  // nobody to ack it
+                return;
+            }
+            auto& entry = self->acks_[message_id];
+            entry.user_id = std::move(user_id);
+            entry.timer = std::make_unique<asio::steady_timer>(self->strand_, timeout);
+            entry.complete = share_completion<void(std::error_code, bool)>(std::move(done));
+            self->update_pending_count();
+            entry.timer->async_wait([weak = self->weak_from_this(), message_id](std::error_code ec) {
+                if (ec) return;
+                if (auto self = weak.lock()) self->end_ack(message_id, false, {});
+            });
         });
     }
 
@@ -276,6 +387,34 @@ private:
         std::vector<std::string> topics;
     };
 
+    struct heartbeat_entry {
+        std::string user_id;
+        std::string task_id;
+        std::chrono::milliseconds interval{};
+        std::unique_ptr<asio::steady_timer> timer;
+        std::function<void(std::error_code)> complete;
+    };
+
+    struct ack_entry {
+        std::string user_id;
+        std::unique_ptr<asio::steady_timer> timer;
+        std::function<void(std::error_code, bool)> complete;
+    };
+
+    /// Connects a handler's cancellation slot (if any) to `cancel`, for terminal, partial
+    /// and total cancellation alike: each ends the operation at once.
+    template <class Handler, class Cancel>
+    static void install_canceller(Handler& handler, Cancel cancel) {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        if (!slot.is_connected()) return;
+        slot.assign([cancel = std::move(cancel)](asio::cancellation_type type) {
+            if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
+                         asio::cancellation_type::total)) != asio::cancellation_type::none) {
+                cancel();
+            }
+        });
+    }
+
     static std::int64_t steady_ms() {
         return std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::steady_clock::now().time_since_epoch())
@@ -341,10 +480,29 @@ private:
         return {};
     }
 
+    void start_disconnect_grace(std::string const& user_id) {
+        if (!options_.resolve_on_disconnect || phase_ != phase::running) return;
+        auto const deadline = pending_confirmation::clock::now() + options_.disconnect_grace;
+        confirmations_.for_each([&](pending_confirmation& entry) {
+            if (entry.user_id != user_id) return;
+            entry.disconnect_deadline = deadline;
+            arm_confirmation_timer(entry);
+        });
+    }
+
     void begin_stop() {
         if (phase_ != phase::running) return;
         phase_ = phase::stopping;
         counters_.running.store(false, std::memory_order_relaxed);
+        // Pending work ends before the close frames are queued, so clients still see
+        // confirmation_resolved (reason shutdown) on their way out.
+        end_all_confirmations(ConfirmationReason::shutdown);
+        std::vector<std::uint64_t> beats;
+        for (auto const& [id, entry] : heartbeats_) beats.push_back(id);
+        for (auto id : beats) end_heartbeat(id, error::shutting_down);
+        std::vector<std::string> acks;
+        for (auto const& [id, entry] : acks_) acks.push_back(id);
+        for (auto const& id : acks) end_ack(id, false, error::shutting_down);
         std::error_code ignored;
         server_.stop_listening(ignored);
         keepalive_timer_.cancel();
@@ -441,10 +599,34 @@ private:
     }
 
     AuthResult default_authenticate(HandshakeRequest const& request) const {
-        if (!options_.auth_secret.empty()) {
-            return AuthResult::reject("JWT authentication is not available in this build");
+        if (options_.auth_secret.empty()) {  // development mode: trust ?user_id=
+            return AuthResult::accept(request.query_param("user_id"));
         }
-        return AuthResult::accept(request.query_param("user_id"));
+        // JWT mode: ?token= first, else "Authorization: Bearer <token>". ?user_id= is ignored.
+        std::string_view token = request.query_param("token");
+        if (token.empty()) {
+            std::string_view authorization = request.header("authorization");
+            constexpr std::string_view scheme = "bearer ";
+            bool const bearer =
+                authorization.size() > scheme.size() &&
+                std::equal(scheme.begin(), scheme.end(), authorization.begin(), [](char a, char b) {
+                    return a == std::tolower(static_cast<unsigned char>(b));
+                });
+            if (bearer) {
+                token = authorization.substr(scheme.size());
+                auto const first = token.find_first_not_of(" \t");
+                auto const last = token.find_last_not_of(" \t");
+                token = first == std::string_view::npos ? std::string_view{}
+                                                        : token.substr(first, last - first + 1);
+            }
+        }
+        if (token.empty()) return AuthResult::reject("Missing token");
+        auto const now = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+        auto verdict = verify_hs256_jwt(token, options_.auth_secret, now);
+        if (!verdict) return AuthResult::reject(std::move(verdict.error));
+        return AuthResult::accept(std::move(verdict.subject));
     }
 
     bool refuse(connection_ptr const& con, AuthResult const& verdict) {
@@ -491,6 +673,17 @@ private:
         send_frame(con, protocol::connected_frame(con->connection_id, con->user_id,
                                                   con->get_subprotocol())
                             .frame());
+        if (con->user_id.empty()) return;
+        // Still-pending confirmations reach every new connection of their user (first
+        // connection, reload, reconnect), with the time they have left.
+        confirmations_.for_each([&](pending_confirmation& entry) {
+            if (entry.user_id != con->user_id) return;
+            send_frame(con, confirmation_request_frame(entry).frame());
+            if (entry.disconnect_deadline) {
+                entry.disconnect_deadline.reset();
+                arm_confirmation_timer(entry);
+            }
+        });
     }
 
     void on_close(websocketpp::connection_hdl hdl) {
@@ -511,7 +704,10 @@ private:
             auto user = users_.find(con->user_id);
             if (user != users_.end()) {
                 std::erase(user->second, id);
-                if (user->second.empty()) users_.erase(user);
+                if (user->second.empty()) {
+                    users_.erase(user);
+                    start_disconnect_grace(con->user_id);
+                }
             }
         }
         counters_.active_connections.store(connections_.size(), std::memory_order_relaxed);
@@ -608,6 +804,254 @@ private:
         send_frame(con, protocol::subscription_frame(subscribe, topic, frame->request_id).frame());
     }
 
+    // ---- confirmations (manager strand) ------------------------------------------------
+
+    void update_pending_count() {
+        counters_.pending_callbacks.store(confirmations_.size() + acks_.size(),
+                                          std::memory_order_relaxed);
+    }
+
+    bool user_online(std::string const& user_id) const { return users_.count(user_id) != 0; }
+
+    Message confirmation_request_frame(pending_confirmation const& entry) const {
+        auto const remaining = std::chrono::duration<double>(
+            entry.deadline - pending_confirmation::clock::now());
+        return protocol::task_step_result_frame(entry.callback_id, entry.user_id, entry.task_id,
+                                                entry.step, entry.result,
+                                                std::max(0.0, remaining.count()));
+    }
+
+    void begin_confirmation(pending_confirmation entry) {
+        if (phase_ != phase::running) {
+            entry.complete(error::not_running,
+                           UserConfirmation{false, std::nullopt, ConfirmationReason::shutdown});
+            return;
+        }
+        rapidjson::Document result;
+        result.Parse(entry.result.result.data(), entry.result.result.size());
+        if (result.HasParseError() || entry.user_id.empty()) {
+            entry.complete(error::invalid_message,
+                           UserConfirmation{false, std::nullopt, ConfirmationReason::cancelled});
+            return;
+        }
+        entry.timer = std::make_unique<asio::steady_timer>(strand_);
+        if (options_.resolve_on_disconnect && !user_online(entry.user_id)) {
+            entry.disconnect_deadline = entry.created + options_.disconnect_grace;
+        }
+        auto& pending = confirmations_.insert(std::move(entry));
+        update_pending_count();
+        logger_->write(LogLevel::debug, "confirmation_requested",
+                       "task " + pending.task_id + " step " + std::to_string(pending.step), 0,
+                       pending.user_id);
+        arm_confirmation_timer(pending);
+        // An offline user gets it on connecting (register_connection), until it ends.
+        send_to_user_now(pending.user_id, confirmation_request_frame(pending));
+    }
+
+    void arm_confirmation_timer(pending_confirmation& entry) {
+        auto when = entry.deadline;
+        if (entry.disconnect_deadline && *entry.disconnect_deadline < when) {
+            when = *entry.disconnect_deadline;
+        }
+        entry.timer->expires_at(when);
+        entry.timer->async_wait(
+            [weak = this->weak_from_this(), id = entry.callback_id](std::error_code ec) {
+                if (ec) return;  // re-armed or ended
+                if (auto self = weak.lock()) self->on_confirmation_timer(id);
+            });
+    }
+
+    void on_confirmation_timer(std::string const& callback_id) {
+        auto* entry = confirmations_.find(callback_id);
+        if (entry == nullptr) return;
+        auto const now = pending_confirmation::clock::now();
+        if (now >= entry->deadline) {
+            end_confirmation(callback_id, UserConfirmation{options_.proceed_on_timeout, std::nullopt,
+                                                           ConfirmationReason::timeout});
+        } else if (entry->disconnect_deadline && now >= *entry->disconnect_deadline) {
+            end_confirmation(callback_id,
+                             UserConfirmation{false, std::nullopt, ConfirmationReason::disconnected});
+        } else {
+            arm_confirmation_timer(*entry);
+        }
+    }
+
+    /// Ends a confirmation exactly once: the first caller wins, later ones find nothing.
+    bool end_confirmation(std::string const& callback_id, UserConfirmation const& confirmation,
+                          std::error_code ec = {}) {
+        auto entry = confirmations_.take(callback_id);
+        if (!entry) return false;
+        entry->timer->cancel();
+        update_pending_count();
+        auto const waited = std::chrono::duration_cast<std::chrono::microseconds>(
+            pending_confirmation::clock::now() - entry->created);
+        counters_.add(counters_.confirmation_wait_total_us, waited.count());
+        counters_.add(counters_.confirmations_ended);
+        logger_->write(LogLevel::debug, "confirmation_ended",
+                       "task " + entry->task_id + ": " + std::string(to_string(confirmation.reason)),
+                       0, entry->user_id);
+        // Every tab of the user closes its dialog, whoever answered and however it ended.
+        send_to_user_now(entry->user_id, protocol::confirmation_resolved_frame(
+                                             callback_id, entry->task_id, confirmation));
+        entry->complete(ec, confirmation);
+        return true;
+    }
+
+    void end_all_confirmations(ConfirmationReason reason) {
+        for (auto const& id : confirmations_.ids_where([](auto const&) { return true; })) {
+            end_confirmation(id, UserConfirmation{false, std::nullopt, reason});
+        }
+    }
+
+    void on_confirm(connection_ptr const& con, protocol::ClientFrame const& frame) {
+        auto parsed = protocol::parse_confirm(frame);
+        if (auto* problem = std::get_if<protocol::FrameProblem>(&parsed)) {
+            reject_frame(con, problem->code, problem->message, frame.request_id);
+            return;
+        }
+        auto& answer = std::get<protocol::ConfirmAnswer>(parsed);
+        if (con->user_id.empty()) {
+            reject_frame(con, protocol::ErrorCode::forbidden,
+                         "Anonymous connections cannot answer confirmations", frame.request_id);
+            return;
+        }
+        auto* entry = confirmations_.find(answer.callback_id);
+        if (entry == nullptr) {
+            reject_frame(con, protocol::ErrorCode::unknown_callback,
+                         "Unknown or already resolved callback_id", frame.request_id);
+            return;
+        }
+        if (entry->user_id != con->user_id) {
+            logger_->write(LogLevel::warning, "confirmation_forbidden",
+                           "answer for another user's confirmation", con->connection_id,
+                           con->user_id);
+            reject_frame(con, protocol::ErrorCode::forbidden,
+                         "This confirmation belongs to another user", frame.request_id);
+            return;
+        }
+        end_confirmation(answer.callback_id, UserConfirmation{answer.proceed,
+                                                              std::move(answer.feedback),
+                                                              ConfirmationReason::user});
+    }
+
+    // ---- cancellation and heartbeats (manager strand) ----------------------------------
+
+    /// Another user's confirmations or heartbeats for the task, if any.
+    bool task_owned_by_other(std::string const& task_id, std::string const& user_id) {
+        bool other = !confirmations_
+                          .ids_where([&](pending_confirmation const& entry) {
+                              return entry.task_id == task_id && entry.user_id != user_id;
+                          })
+                          .empty();
+        for (auto const& [id, entry] : heartbeats_) {
+            other |= entry.task_id == task_id && entry.user_id != user_id;
+        }
+        return other;
+    }
+
+    void on_cancel_request(connection_ptr const& con, protocol::ClientFrame const& frame) {
+        auto parsed = protocol::parse_cancel(frame);
+        if (auto* problem = std::get_if<protocol::FrameProblem>(&parsed)) {
+            reject_frame(con, problem->code, problem->message, frame.request_id);
+            return;
+        }
+        auto& ask = std::get<protocol::CancelAsk>(parsed);
+        if (con->user_id.empty() || (ask.user_id && *ask.user_id != con->user_id) ||
+            task_owned_by_other(ask.task_id, con->user_id)) {
+            reject_frame(con, protocol::ErrorCode::forbidden,
+                         con->user_id.empty() ? "Anonymous connections cannot cancel tasks"
+                                              : "Cannot cancel another user's task",
+                         frame.request_id);
+            return;
+        }
+        logger_->write(LogLevel::info, "task_cancel_requested", "task " + ask.task_id,
+                       con->connection_id, con->user_id);
+        if (cancel_handler_) {
+            try {
+                cancel_handler_(CancelRequest{con->user_id, ask.task_id, con->connection_id});
+            } catch (std::exception const& e) {
+                logger_->write(LogLevel::error, "cancel_handler_failed", e.what(),
+                               con->connection_id, con->user_id);
+            }
+        }
+        cancel_task_now(con->user_id, ask.task_id);
+    }
+
+    void cancel_task_now(std::string const& user_id, std::string const& task_id) {
+        for (auto const& id : confirmations_.ids_where([&](pending_confirmation const& entry) {
+                 return entry.task_id == task_id;
+             })) {
+            end_confirmation(id,
+                             UserConfirmation{false, std::nullopt, ConfirmationReason::cancelled});
+        }
+        std::vector<std::uint64_t> beats;
+        for (auto const& [id, entry] : heartbeats_) {
+            if (entry.task_id == task_id) beats.push_back(id);
+        }
+        for (auto id : beats) end_heartbeat(id, error::task_cancelled);
+        // The user's connections and the task's subscribers, each connection once.
+        auto const frame = protocol::task_cancelled_frame(user_id, task_id);
+        std::unordered_set<std::uint64_t> recipients;
+        if (auto user = users_.find(user_id); user != users_.end()) {
+            recipients.insert(user->second.begin(), user->second.end());
+        }
+        if (auto topic = topics_.find(protocol::task_topic(task_id)); topic != topics_.end()) {
+            recipients.insert(topic->second.begin(), topic->second.end());
+        }
+        for (auto id : recipients) send_frame(connections_.at(id).connection, frame.frame());
+    }
+
+    void heartbeat_tick(std::uint64_t id) {
+        auto it = heartbeats_.find(id);
+        if (it == heartbeats_.end()) return;
+        auto& entry = it->second;
+        send_to_user_now(entry.user_id, protocol::heartbeat_frame(entry.user_id, entry.task_id));
+        counters_.add(counters_.heartbeats_sent);
+        entry.timer->expires_after(entry.interval);
+        entry.timer->async_wait([weak = this->weak_from_this(), id](std::error_code ec) {
+            if (ec) return;
+            if (auto self = weak.lock()) self->heartbeat_tick(id);
+        });
+    }
+
+    void end_heartbeat(std::uint64_t id, std::error_code ec) {
+        auto node = heartbeats_.extract(id);
+        if (node.empty()) return;
+        node.mapped().timer->cancel();
+        node.mapped().complete(ec);
+    }
+
+    // ---- acknowledged delivery (manager strand) ------------------------------------------
+
+    void end_ack(std::string const& message_id, bool acked, std::error_code ec) {
+        auto node = acks_.extract(message_id);
+        if (node.empty()) return;
+        node.mapped().timer->cancel();
+        update_pending_count();
+        node.mapped().complete(ec, acked);
+    }
+
+    void on_ack(connection_ptr const& con, protocol::ClientFrame const& frame) {
+        auto parsed = protocol::parse_ack(frame);
+        if (auto* problem = std::get_if<protocol::FrameProblem>(&parsed)) {
+            reject_frame(con, problem->code, problem->message, frame.request_id);
+            return;
+        }
+        auto const& message_id = std::get<std::string>(parsed);
+        auto it = acks_.find(message_id);
+        if (it == acks_.end()) {
+            reject_frame(con, protocol::ErrorCode::unknown_callback,
+                         "Unknown or already acknowledged message_id", frame.request_id);
+            return;
+        }
+        if (it->second.user_id != con->user_id) {
+            reject_frame(con, protocol::ErrorCode::forbidden,
+                         "This message was sent to another user", frame.request_id);
+            return;
+        }
+        end_ack(message_id, true, {});
+    }
+
     // ---- client frames -----------------------------------------------------------------
 
     void reject_frame(connection_ptr const& con, protocol::ErrorCode code,
@@ -663,6 +1107,9 @@ private:
     void dispatch_action(connection_ptr const& con,
                          std::shared_ptr<protocol::ClientFrame> const& frame) {
         if (!con->registered) return;
+        if (frame->action == "confirm") return on_confirm(con, *frame);
+        if (frame->action == "cancel") return on_cancel_request(con, *frame);
+        if (frame->action == "ack") return on_ack(con, *frame);
         auto it = action_handlers_.find(std::string(frame->action));
         if (it == action_handlers_.end()) {
             reject_frame(con, protocol::ErrorCode::unknown_action,
@@ -727,6 +1174,10 @@ private:
     std::unordered_map<std::string, ActionHandler> action_handlers_;
     std::function<void(CancelRequest const&)> cancel_handler_;
     std::vector<std::function<void(std::error_code)>> stop_waiters_;
+    confirmation_registry confirmations_;
+    std::unordered_map<std::uint64_t, heartbeat_entry> heartbeats_;
+    std::unordered_map<std::string, ack_entry> acks_;
+    std::atomic<std::uint64_t> next_operation_id_{1};
 };
 
 }  // namespace wsmanager::detail

@@ -121,6 +121,12 @@ inline Options Options::from_env() {
     if (auto v = env_value("WEBSOCKET_PROCEED_ON_TIMEOUT")) {
         options.proceed_on_timeout = parse_env_bool("WEBSOCKET_PROCEED_ON_TIMEOUT", *v);
     }
+    if (auto v = env_value("WEBSOCKET_RESOLVE_ON_DISCONNECT")) {
+        options.resolve_on_disconnect = parse_env_bool("WEBSOCKET_RESOLVE_ON_DISCONNECT", *v);
+    }
+    if (auto v = env_value("WEBSOCKET_DISCONNECT_GRACE")) {
+        options.disconnect_grace = parse_env_duration("WEBSOCKET_DISCONNECT_GRACE", *v);
+    }
     if (auto v = env_value("WEBSOCKET_CLOSE_TIMEOUT")) {
         options.close_timeout = parse_env_duration("WEBSOCKET_CLOSE_TIMEOUT", *v);
     }
@@ -162,6 +168,7 @@ inline void Options::validate() const {
         fail("ping_timeout must be positive when ping_interval is set");
     }
     if (callback_timeout.count() <= 0) fail("callback_timeout must be positive");
+    if (disconnect_grace.count() < 0) fail("disconnect_grace must not be negative");
     if (close_timeout.count() <= 0) fail("close_timeout must be positive");
     if (handshake_timeout.count() <= 0) fail("handshake_timeout must be positive");
     if (max_message_size < 64) fail("max_message_size must be at least 64 bytes");

@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// HS256 JSON Web Tokens (RFC 7519 / RFC 7515), just enough for the default Authenticator:
+// base64url, verification of a compact HS256 token against a shared secret, and signing (for
+// tests and hosts' development tooling).
+//
+// Verification rules, in order:
+//  - exactly three dot-separated parts, each base64url (padding optional);
+//  - the header is a JSON object whose "alg" is exactly "HS256" ("none", "HS512", "RS256"...
+//    are refused, so an attacker cannot choose the algorithm), with no "crit" parameter;
+//  - the signature is HMAC-SHA256(secret, header_b64 "." payload_b64), compared in constant
+//    time; the payload is only parsed once the signature is good;
+//  - the payload is a JSON object; "sub" is a non-empty string (the user id);
+//  - "exp", when present, is a number and the token is refused once now >= exp + skew;
+//    "nbf", when present, is a number and the token is refused while now < nbf - skew, where
+//    skew is jwt_clock_skew_seconds (30 s) to tolerate clocks that differ a little;
+//  - a claim or header parameter named twice is refused (parsers disagree on which wins).
+// Other claims (iat, iss, aud, ...) are not checked; a host that needs them installs its own
+// Authenticator.
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <rapidjson/document.h>
+
+namespace wsmanager::detail {
+
+/// Tolerance, in seconds, applied to "exp" and "nbf" for clocks that differ a little.
+inline constexpr std::int64_t jwt_clock_skew_seconds = 30;
+
+/// Base64url (RFC 4648 section 5) without padding.
+inline std::string base64url_encode(std::string_view data) {
+    static constexpr char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    std::string out;
+    out.reserve((data.size() * 4 + 2) / 3);
+    std::uint32_t buffer = 0;
+    int bits = 0;
+    for (char const c : data) {
+        buffer = (buffer << 8) | static_cast<unsigned char>(c);
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out.push_back(alphabet[(buffer >> bits) & 0x3F]);
+        }
+    }
+    if (bits > 0) out.push_back(alphabet[(buffer << (6 - bits)) & 0x3F]);
+    return out;
+}
+
+/// The value of a base64url digit, or -1.
+inline int base64url_digit(char c) noexcept {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
+/**
+ * Decodes base64url. Padding is not required; when present it must be correct ("QQ==").
+ * nullopt on any other character (including the '+' and '/' of plain base64), on an
+ * impossible length, or on non-zero unused bits (a non-canonical encoding).
+ */
+inline std::optional<std::string> base64url_decode(std::string_view text) {
+    if (text.size() % 4 == 0) {
+        for (int i = 0; i < 2 && !text.empty() && text.back() == '='; ++i) text.remove_suffix(1);
+    }
+    if (text.size() % 4 == 1) return std::nullopt;
+    std::string out;
+    out.reserve(text.size() / 4 * 3 + 2);
+    std::uint32_t buffer = 0;
+    int bits = 0;
+    for (char const c : text) {
+        int const digit = base64url_digit(c);
+        if (digit < 0) return std::nullopt;
+        buffer = (buffer << 6) | static_cast<std::uint32_t>(digit);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out.push_back(static_cast<char>((buffer >> bits) & 0xFF));
+        }
+    }
+    if (bits > 0 && (buffer & ((1u << bits) - 1u)) != 0) return std::nullopt;
+    return out;
+}
+
+using hmac_sha256_digest = std::array<unsigned char, 32>;
+
+/// HMAC-SHA256 through OpenSSL's one-shot HMAC(); nullopt if OpenSSL fails.
+inline std::optional<hmac_sha256_digest> hmac_sha256(std::string_view key, std::string_view data) {
+    if (key.size() > static_cast<std::size_t>(INT_MAX)) return std::nullopt;
+    static unsigned char const empty = 0;  // OpenSSL wants non-null pointers
+    void const* key_ptr = key.empty() ? static_cast<void const*>(&empty) : key.data();
+    auto const* data_ptr = data.empty() ? &empty
+                                        : reinterpret_cast<unsigned char const*>(data.data());
+    hmac_sha256_digest digest{};
+    unsigned int length = 0;
+    if (HMAC(EVP_sha256(), key_ptr, static_cast<int>(key.size()), data_ptr, data.size(),
+             digest.data(), &length) == nullptr ||
+        length != digest.size()) {
+        return std::nullopt;
+    }
+    return digest;
+}
+
+/// The outcome of verify_hs256_jwt: the subject, or why the token was refused.
+struct jwt_verification {
+    bool valid = false;
+    std::string subject;  ///< valid: the "sub" claim, i.e. the user id
+    std::string error;    ///< refused: a human-readable reason (safe to show the client)
+
+    explicit operator bool() const noexcept { return valid; }
+
+    static jwt_verification accept(std::string subject) { return {true, std::move(subject), {}}; }
+    static jwt_verification reject(std::string error) { return {false, {}, std::move(error)}; }
+};
+
+namespace jwt_impl {
+
+/// Parses a JSON object (UTF-8 validated); false on anything else.
+inline bool parse_object(std::string const& text, rapidjson::Document& document) {
+    document.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
+    return !document.HasParseError() && document.IsObject();
+}
+
+/// The member called `name`, or nullptr (names are known to be unique: see below).
+inline rapidjson::Value const* member(rapidjson::Value const& object, std::string_view name) {
+    for (auto it = object.MemberBegin(); it != object.MemberEnd(); ++it) {
+        if (std::string_view(it->name.GetString(), it->name.GetStringLength()) == name) {
+            return &it->value;
+        }
+    }
+    return nullptr;
+}
+
+/// True when some name occurs twice (RapidJSON keeps both; other parsers take the last).
+inline bool has_duplicate_names(rapidjson::Value const& object) {
+    std::vector<std::string_view> names;
+    names.reserve(object.MemberCount());
+    for (auto it = object.MemberBegin(); it != object.MemberEnd(); ++it) {
+        names.emplace_back(it->name.GetString(), it->name.GetStringLength());
+    }
+    std::sort(names.begin(), names.end());
+    return std::adjacent_find(names.begin(), names.end()) != names.end();
+}
+
+}  // namespace jwt_impl
+
+/**
+ * Verifies a compact HS256 JWT (see the rules at the top of this file) at time
+ * `now_unix_seconds`. Never throws for any input other than std::bad_alloc.
+ */
+inline jwt_verification verify_hs256_jwt(std::string_view token, std::string_view secret,
+                                         std::int64_t now_unix_seconds) {
+    if (secret.empty()) return jwt_verification::reject("No token secret configured");
+    if (token.empty()) return jwt_verification::reject("Empty token");
+
+    auto const first_dot = token.find('.');
+    auto const second_dot = first_dot == std::string_view::npos
+                                ? std::string_view::npos
+                                : token.find('.', first_dot + 1);
+    if (second_dot == std::string_view::npos ||
+        token.find('.', second_dot + 1) != std::string_view::npos) {
+        return jwt_verification::reject("Malformed token: expected three dot-separated parts");
+    }
+    auto const header_b64 = token.substr(0, first_dot);
+    auto const payload_b64 = token.substr(first_dot + 1, second_dot - first_dot - 1);
+    auto const signature_b64 = token.substr(second_dot + 1);
+    auto const signing_input = token.substr(0, second_dot);
+
+    auto const header_text = base64url_decode(header_b64);
+    if (!header_text) return jwt_verification::reject("Malformed token: header is not base64url");
+    rapidjson::Document header;
+    if (!jwt_impl::parse_object(*header_text, header)) {
+        return jwt_verification::reject("Malformed token: header is not a JSON object");
+    }
+    if (jwt_impl::has_duplicate_names(header)) {
+        return jwt_verification::reject("Malformed token: duplicate header parameter");
+    }
+    auto const* alg = jwt_impl::member(header, "alg");
+    if (alg == nullptr || !alg->IsString() ||
+        std::string_view(alg->GetString(), alg->GetStringLength()) != "HS256") {
+        return jwt_verification::reject("Unsupported token algorithm: only HS256 is accepted");
+    }
+    if (jwt_impl::member(header, "crit") != nullptr) {
+        return jwt_verification::reject("Unsupported critical token header parameters");
+    }
+
+    auto const signature = base64url_decode(signature_b64);
+    if (!signature) {
+        return jwt_verification::reject("Malformed token: signature is not base64url");
+    }
+    auto const expected = hmac_sha256(secret, signing_input);
+    if (!expected) return jwt_verification::reject("Token signature could not be computed");
+    if (signature->size() != expected->size() ||
+        CRYPTO_memcmp(signature->data(), expected->data(), expected->size()) != 0) {
+        return jwt_verification::reject("Invalid token signature");
+    }
+
+    auto const payload_text = base64url_decode(payload_b64);
+    if (!payload_text) {
+        return jwt_verification::reject("Malformed token: payload is not base64url");
+    }
+    rapidjson::Document payload;
+    if (!jwt_impl::parse_object(*payload_text, payload)) {
+        return jwt_verification::reject("Malformed token: payload is not a JSON object");
+    }
+    if (jwt_impl::has_duplicate_names(payload)) {
+        return jwt_verification::reject("Malformed token: duplicate claim");
+    }
+
+    auto const now = static_cast<double>(now_unix_seconds);
+    auto const skew = static_cast<double>(jwt_clock_skew_seconds);
+    if (auto const* exp = jwt_impl::member(payload, "exp")) {
+        if (!exp->IsNumber()) return jwt_verification::reject("Token exp claim is not a number");
+        if (now >= exp->GetDouble() + skew) return jwt_verification::reject("Token expired");
+    }
+    if (auto const* nbf = jwt_impl::member(payload, "nbf")) {
+        if (!nbf->IsNumber()) return jwt_verification::reject("Token nbf claim is not a number");
+        if (now + skew < nbf->GetDouble()) return jwt_verification::reject("Token not yet valid");
+    }
+    auto const* sub = jwt_impl::member(payload, "sub");
+    if (sub == nullptr) return jwt_verification::reject("Token has no sub claim");
+    if (!sub->IsString() || sub->GetStringLength() == 0) {
+        return jwt_verification::reject("Token sub claim is not a non-empty string");
+    }
+    return jwt_verification::accept(std::string(sub->GetString(), sub->GetStringLength()));
+}
+
+/// The header sign_hs256_jwt uses by default.
+inline constexpr std::string_view jwt_default_header = R"({"alg":"HS256","typ":"JWT"})";
+
+/**
+ * Signs `claims_json` (used as given, not validated, so tests can sign malformed payloads)
+ * into a compact JWT with HMAC-SHA256: base64url(header) "." base64url(claims) "."
+ * base64url(signature). `header_json` is also used as given (tests pass other "alg" values).
+ * For tests and hosts' development tooling, e.g. minting a token for a local client.
+ * @throws std::runtime_error if OpenSSL fails.
+ */
+inline std::string sign_hs256_jwt(std::string_view claims_json, std::string_view secret,
+                                  std::string_view header_json = jwt_default_header) {
+    std::string token = base64url_encode(header_json);
+    token.push_back('.');
+    token += base64url_encode(claims_json);
+    auto const digest = hmac_sha256(secret, token);
+    if (!digest) throw std::runtime_error("wsmanager: HMAC-SHA256 failed");
+    token.push_back('.');
+    token += base64url_encode(
+        std::string_view(reinterpret_cast<char const*>(digest->data()), digest->size()));
+    return token;
+}
+
+}  // namespace wsmanager::detail
