@@ -26,6 +26,7 @@ struct connection_data {
     std::string user_id;  ///< empty: anonymous
     bool registered = false;  ///< manager strand: counted as open
     bool awaiting_pong = false;  ///< connection strand: a keepalive ping is in flight
+    bool refused = false;        ///< connection strand: the handshake was refused (counted)
 };
 
 /// A websocketpp logger (the `alog_type`/`elog_type` concept) that forwards to the

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -39,8 +40,16 @@ struct LogRecord {
 /// at a time (the manager serializes calls), so a sink needs no locking of its own.
 using LogSink = std::function<void(LogRecord const&)>;
 
-/// A sink that writes one human-readable line per record to stderr.
+/// A sink that writes one human-readable line per record to stderr (the default).
 LogSink stderr_log_sink();
+
+/**
+ * A sink that writes one JSON object per line (JSON Lines) to `out` (stderr by default):
+ * `{"ts":"2026-11-25T21:40:39.919Z","level":"warning","event":"...","message":"...",
+ * "connection":12,"user":"alice"}`; `connection` and `user` only when known. For log
+ * shippers (Loki, Elasticsearch, CloudWatch). `out` must outlive the sink.
+ */
+LogSink json_lines_log_sink(std::FILE* out = stderr);
 
 namespace detail {
 

@@ -26,6 +26,7 @@
 #include <wsmanager/detail/manager_core.hpp>
 #include <wsmanager/error.hpp>
 #include <wsmanager/handshake.hpp>
+#include <wsmanager/http.hpp>
 #include <wsmanager/message.hpp>
 #include <wsmanager/models.hpp>
 #include <wsmanager/options.hpp>
@@ -333,6 +334,15 @@ public:
     void set_authenticator(Authenticator authenticator) {
         core_->set_authenticator(std::move(authenticator));
     }
+
+    /**
+     * Serves the host's own HTTP routes on the WebSocket port (see HttpHandler), e.g. a
+     * page at `/` and a REST API. Call before start_server.
+     */
+    void on_http(HttpHandler handler) { core_->set_http_handler(std::move(handler)); }
+
+    /// The Prometheus text exposition of every metric, as GET /metrics serves it.
+    std::string metrics_text() const { return core_->metrics_text(); }
 
 private:
     using core_type = detail::manager_core<Config>;

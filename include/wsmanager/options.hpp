@@ -64,6 +64,13 @@ struct Options {
     /// Redis URL for multi-node fan-out (redis://host:port); empty means single node.
     std::string redis_url{};
 
+    /// Serve GET /healthz, /readyz, /metrics and /status (WEBSOCKET_HTTP_ENDPOINTS).
+    bool http_endpoints = true;
+    /// "host:port" to serve those endpoints on instead of the WebSocket port, e.g. an
+    /// address only the monitoring network reaches (WEBSOCKET_METRICS_ADDRESS). Empty: the
+    /// WebSocket port.
+    std::string metrics_address{};
+
     /// Records at or above this level reach log_sink.
     LogLevel log_level = LogLevel::warning;
     /// Where log records go; empty discards them.
@@ -77,7 +84,9 @@ struct Options {
      * `WEBSOCKET_CLOSE_TIMEOUT`, `WEBSOCKET_MAX_MESSAGE_SIZE`, `WEBSOCKET_MAX_SEND_BUFFER`,
      * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_ALLOWED_ORIGINS`
      * (comma-separated), `WEBSOCKET_TLS_CERT`, `WEBSOCKET_TLS_KEY`, `WEBSOCKET_REDIS_URL`,
-     * `WEBSOCKET_LOG_LEVEL`. Unset variables keep the defaults.
+     * `WEBSOCKET_HTTP_ENDPOINTS`, `WEBSOCKET_METRICS_ADDRESS`, `WEBSOCKET_LOG_LEVEL`,
+     * `WEBSOCKET_LOG_FORMAT` (`text`, the default, or `json` for JSON lines).
+     * Unset variables keep the defaults.
      *
      * Durations are seconds as in the original (`30`, `0.5`) or carry a unit (`500ms`,
      * `30s`, `5m`).

@@ -8,6 +8,7 @@
 #include <wsmanager/config.hpp>
 #include <wsmanager/error.hpp>
 #include <wsmanager/handshake.hpp>
+#include <wsmanager/http.hpp>
 #include <wsmanager/log.hpp>
 #include <wsmanager/manager.hpp>
 #include <wsmanager/message.hpp>

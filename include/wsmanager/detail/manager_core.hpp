@@ -33,11 +33,13 @@
 #include <wsmanager/action.hpp>
 #include <wsmanager/detail/completion.hpp>
 #include <wsmanager/detail/confirmation_registry.hpp>
+#include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/detail/random_id.hpp>
 #include <wsmanager/detail/jwt.hpp>
 #include <wsmanager/detail/uri.hpp>
 #include <wsmanager/error.hpp>
 #include <wsmanager/handshake.hpp>
+#include <wsmanager/http.hpp>
 #include <wsmanager/log.hpp>
 #include <wsmanager/message.hpp>
 #include <wsmanager/models.hpp>
@@ -54,31 +56,6 @@ inline constexpr std::uint16_t policy_violation = 1008;
 inline constexpr std::uint16_t internal_error = 1011;
 inline constexpr std::uint16_t try_again_later = 1013;
 }  // namespace close_code
-
-/// Counters read by get_status() from any thread; relaxed, they are statistics.
-struct manager_counters {
-    std::atomic<bool> running{false};
-    std::atomic<std::uint16_t> port{0};
-    std::atomic<std::int64_t> started_at_ms{0};  ///< steady clock, at the last start
-    std::atomic<std::size_t> active_connections{0};
-    std::atomic<std::size_t> users_online{0};
-    std::atomic<std::size_t> topics{0};
-    std::atomic<std::size_t> pending_callbacks{0};
-    std::atomic<std::uint64_t> connections_opened{0};
-    std::atomic<std::uint64_t> connections_rejected{0};
-    std::atomic<std::uint64_t> messages_sent{0};
-    std::atomic<std::uint64_t> messages_failed{0};
-    std::atomic<std::uint64_t> messages_received{0};
-    std::atomic<std::uint64_t> frames_rejected{0};
-    std::atomic<std::uint64_t> heartbeats_sent{0};
-    std::atomic<std::uint64_t> confirmations_ended{0};
-    std::atomic<std::int64_t> confirmation_wait_total_us{0};
-
-    template <class T>
-    static void add(std::atomic<T>& counter, T amount = 1) {
-        counter.fetch_add(amount, std::memory_order_relaxed);
-    }
-};
 
 template <class Config>
 class manager_core : public std::enable_shared_from_this<manager_core<Config>> {
@@ -150,6 +127,17 @@ public:
         server_.set_pong_timeout_handler([weak](websocketpp::connection_hdl hdl, std::string) {
             if (auto self = weak.lock()) self->on_pong_timeout(hdl);
         });
+        server_.set_fail_handler([weak](websocketpp::connection_hdl hdl) {
+            auto self = weak.lock();
+            if (!self) return;
+            // Refusals were counted with their reason; anything else failed the handshake.
+            // A pending accept aborted by stop_listening fails too, and is no client.
+            if (auto con = self->connection_from(hdl);
+                con && !con->refused && con->get_ec() != asio::error::operation_aborted) {
+                self->counters_.count_rejected(reject_reason::handshake);
+            }
+        });
+        init_metrics_server();
     }
 
     // ---- host-facing operations (called from any thread) -------------------------------
@@ -183,11 +171,14 @@ public:
         post_to_strand([self = this->shared_from_this(), message = std::move(message),
                         done = pending_completion<Handler>(std::move(handler),
                                                            context_.get_executor())]() mutable {
-            std::size_t queued = 0;
+            auto const started = std::chrono::steady_clock::now();
             for (auto& [id, entry] : self->connections_) {
                 self->send_frame(entry.connection, message.frame());
-                ++queued;
             }
+            auto const queued = self->connections_.size();
+            self->counters_.broadcast_fanout_seconds.observe(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+                    .count());
             std::move(done).complete(std::error_code{}, queued);
         });
     }
@@ -269,6 +260,7 @@ public:
             entry.interval = interval;
             entry.timer = std::make_unique<asio::steady_timer>(self->strand_);
             entry.complete = share_completion<void(std::error_code)>(std::move(done));
+            self->update_pending_count();
             self->heartbeat_tick(id);
         });
     }
@@ -335,6 +327,12 @@ public:
     void set_authenticator(Authenticator authenticator) {
         authenticator_ = std::move(authenticator);
     }
+
+    /// Must be called before start_server; HTTP requests read it without the strand.
+    void set_http_handler(HttpHandler handler) { http_handler_ = std::move(handler); }
+
+    /// The Prometheus text of every metric (what GET /metrics serves).
+    std::string metrics_text() const { return counters_.render_prometheus(); }
 
     std::size_t connection_count() const noexcept {
         return counters_.active_connections.load(std::memory_order_relaxed);
@@ -415,11 +413,7 @@ private:
         });
     }
 
-    static std::int64_t steady_ms() {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::steady_clock::now().time_since_epoch())
-            .count();
-    }
+    static std::int64_t steady_ms() { return manager_counters::steady_ms(); }
 
     template <class F>
     void post_to_strand(F&& f) {
@@ -436,33 +430,22 @@ private:
 
     std::error_code start_listening() {
         if (phase_ != phase::stopped) return error::already_running;
-        std::error_code ec;
-        asio::ip::tcp::endpoint endpoint;
-        auto const address = asio::ip::make_address(options_.host, ec);
-        if (!ec) {
-            endpoint = asio::ip::tcp::endpoint(address, options_.port);
-        } else {
-            asio::ip::tcp::resolver resolver(context_);
-            auto results = resolver.resolve(options_.host, std::to_string(options_.port),
-                                            asio::ip::tcp::resolver::passive, ec);
-            if (ec) {
-                logger_->write(LogLevel::error, "start_failed",
-                               "cannot resolve host '" + options_.host + "': " + ec.message());
-                return ec;
-            }
-            endpoint = results.begin()->endpoint();
-        }
-        server_.listen(endpoint, ec);
-        if (!ec) server_.start_accept(ec);
-        if (ec) {
+        if (auto ec = listen_on(server_, options_.host, options_.port)) {
             logger_->write(LogLevel::error, "start_failed",
                            "cannot listen on " + options_.host + ":" +
                                std::to_string(options_.port) + ": " + ec.message());
-            if (server_.is_listening()) {
+            return ec;
+        }
+        if (metrics_server_) {
+            auto const address = split_host_port(options_.metrics_address);
+            if (auto ec = listen_on(*metrics_server_, address->first, address->second)) {
+                logger_->write(LogLevel::error, "start_failed",
+                               "cannot listen on metrics address " + options_.metrics_address +
+                                   ": " + ec.message());
                 std::error_code ignored;
                 server_.stop_listening(ignored);
+                return ec;
             }
-            return ec;
         }
         asio::error_code local_ec;
         auto const local = server_.get_local_endpoint(local_ec);
@@ -505,6 +488,9 @@ private:
         for (auto const& id : acks) end_ack(id, false, error::shutting_down);
         std::error_code ignored;
         server_.stop_listening(ignored);
+        if (metrics_server_ && metrics_server_->is_listening()) {
+            metrics_server_->stop_listening(ignored);
+        }
         keepalive_timer_.cancel();
         for (auto& [id, entry] : connections_) {
             close_connection(entry.connection, close_code::going_away, "Server shutting down");
@@ -567,7 +553,10 @@ private:
             auto const origin = con->get_request_header("Origin");
             bool allowed = false;
             for (auto const& candidate : options_.allowed_origins) allowed |= candidate == origin;
-            if (!allowed) return refuse(con, AuthResult::reject("Origin not allowed", 403));
+            if (!allowed) {
+                return refuse(con, AuthResult::reject("Origin not allowed", 403),
+                              reject_reason::origin);
+            }
         }
         for (auto const& offered : con->get_requested_subprotocols()) {
             if (offered == protocol::subprotocol) {
@@ -582,7 +571,10 @@ private:
         request.path = resource.substr(0, question);
         if (question != std::string::npos) {
             auto query = parse_query(std::string_view(resource).substr(question + 1));
-            if (!query) return refuse(con, AuthResult::reject("Malformed query string", 400));
+            if (!query) {
+                return refuse(con, AuthResult::reject("Malformed query string", 400),
+                              reject_reason::handshake);
+            }
             request.query = std::move(*query);
         }
         for (auto const& [name, value] : con->get_request().get_headers()) {
@@ -592,7 +584,7 @@ private:
         }
         request.remote_endpoint = con->get_remote_endpoint();
         AuthResult verdict = authenticator_ ? authenticator_(request) : default_authenticate(request);
-        if (!verdict.accepted) return refuse(con, verdict);
+        if (!verdict.accepted) return refuse(con, verdict, reject_reason::auth);
         con->user_id = std::move(verdict.user_id);
         con->connection_id = next_connection_id_.fetch_add(1, std::memory_order_relaxed);
         return true;
@@ -629,8 +621,9 @@ private:
         return AuthResult::accept(std::move(verdict.subject));
     }
 
-    bool refuse(connection_ptr const& con, AuthResult const& verdict) {
-        counters_.add(counters_.connections_rejected);
+    bool refuse(connection_ptr const& con, AuthResult const& verdict, reject_reason reason) {
+        counters_.count_rejected(reason);
+        con->refused = true;
         con->set_status(static_cast<websocketpp::http::status_code::value>(verdict.http_status));
         con->set_body(verdict.reason);
         logger_->write(LogLevel::info, "handshake_refused",
@@ -651,7 +644,7 @@ private:
             return;
         }
         if (connections_.size() >= options_.max_connections) {
-            counters_.add(counters_.connections_rejected);
+            counters_.count_rejected(reject_reason::limit);
             logger_->write(LogLevel::warning, "connection_limit",
                            "closing connection over max_connections (" +
                                std::to_string(options_.max_connections) + ")",
@@ -692,6 +685,20 @@ private:
         post_to_strand([self = this->shared_from_this(), con] { self->unregister_connection(con); });
     }
 
+    /// The close code that describes how a connection ended: the peer's, unless the peer
+    /// sent none (1005) or vanished (1006) after we had chosen a code ourselves.
+    static std::uint16_t close_code_of(connection_type& con) {
+        auto const remote = con.get_remote_close_code();
+        auto const local = con.get_local_close_code();
+        bool const remote_silent = remote == websocketpp::close::status::no_status ||
+                                   remote == websocketpp::close::status::abnormal_close;
+        if (remote_silent && local != websocketpp::close::status::no_status &&
+            local != websocketpp::close::status::blank) {
+            return local;
+        }
+        return remote;
+    }
+
     void unregister_connection(connection_ptr const& con) {
         if (!con->registered) return;
         con->registered = false;
@@ -712,8 +719,10 @@ private:
         }
         counters_.active_connections.store(connections_.size(), std::memory_order_relaxed);
         counters_.users_online.store(users_.size(), std::memory_order_relaxed);
-        logger_->write(LogLevel::debug, "connection_closed",
-                       "code " + std::to_string(con->get_remote_close_code()), id, con->user_id);
+        auto const code = close_code_of(*con);
+        counters_.count_closed(code);
+        logger_->write(LogLevel::debug, "connection_closed", "code " + std::to_string(code), id,
+                       con->user_id);
         finish_stop_if_idle();
     }
 
@@ -737,6 +746,7 @@ private:
         }
         if (con.get_buffered_amount() + frame->get_payload().size() > options_.max_send_buffer) {
             counters_.add(counters_.messages_failed);
+            counters_.add(counters_.messages_dropped);
             logger_->write(LogLevel::warning, "send_buffer_overflow",
                            "client is not reading; closing", con.connection_id, con.user_id);
             std::error_code ec;
@@ -744,7 +754,12 @@ private:
             return;
         }
         auto const ec = con.send(frame);
-        counters_.add(ec ? counters_.messages_failed : counters_.messages_sent);
+        if (ec) {
+            counters_.add(counters_.messages_failed);
+        } else {
+            counters_.add(counters_.messages_sent);
+            counters_.add(counters_.bytes_sent, std::uint64_t{frame->get_payload().size()});
+        }
     }
 
     void close_connection(connection_ptr const& con, std::uint16_t code, std::string reason) {
@@ -809,6 +824,8 @@ private:
     void update_pending_count() {
         counters_.pending_callbacks.store(confirmations_.size() + acks_.size(),
                                           std::memory_order_relaxed);
+        counters_.pending_confirmations.store(confirmations_.size(), std::memory_order_relaxed);
+        counters_.running_heartbeats.store(heartbeats_.size(), std::memory_order_relaxed);
     }
 
     bool user_online(std::string const& user_id) const { return users_.count(user_id) != 0; }
@@ -885,8 +902,7 @@ private:
         update_pending_count();
         auto const waited = std::chrono::duration_cast<std::chrono::microseconds>(
             pending_confirmation::clock::now() - entry->created);
-        counters_.add(counters_.confirmation_wait_total_us, waited.count());
-        counters_.add(counters_.confirmations_ended);
+        counters_.count_confirmation(confirmation.reason, waited);
         logger_->write(LogLevel::debug, "confirmation_ended",
                        "task " + entry->task_id + ": " + std::string(to_string(confirmation.reason)),
                        0, entry->user_id);
@@ -1018,6 +1034,7 @@ private:
         auto node = heartbeats_.extract(id);
         if (node.empty()) return;
         node.mapped().timer->cancel();
+        update_pending_count();
         node.mapped().complete(ec);
     }
 
@@ -1049,6 +1066,7 @@ private:
                          "This message was sent to another user", frame.request_id);
             return;
         }
+        counters_.add(counters_.acks_received);
         end_ack(message_id, true, {});
     }
 
@@ -1056,7 +1074,7 @@ private:
 
     void reject_frame(connection_ptr const& con, protocol::ErrorCode code,
                       std::string_view message, rapidjson::Value const* request_id) {
-        counters_.add(counters_.frames_rejected);
+        counters_.count_frame_rejected(code);
         logger_->write(LogLevel::debug, "frame_rejected",
                        std::string(protocol::to_string(code)) + ": " + std::string(message),
                        con->connection_id, con->user_id);
@@ -1069,8 +1087,8 @@ private:
         auto con = connection_from(hdl);
         if (!con) return;
         counters_.add(counters_.messages_received);
+        counters_.add(counters_.bytes_received, std::uint64_t{msg->get_payload().size()});
         if (msg->get_opcode() != websocketpp::frame::opcode::text) {
-            counters_.add(counters_.frames_rejected);
             std::error_code ec;
             con->close(close_code::unsupported_data, "Binary frames are not supported", ec);
             return;
@@ -1130,28 +1148,140 @@ private:
         }
     }
 
-    // ---- HTTP on the same port (connection strand) ---------------------------------------
+    // ---- HTTP (connection strands) -------------------------------------------------------
 
     void on_http(websocketpp::connection_hdl hdl) {
         auto con = connection_from(hdl);
         if (!con) return;
         auto const& resource = con->get_resource();
-        auto const path = resource.substr(0, resource.find('?'));
-        if (path == "/healthz") {
-            bool const up = counters_.running.load(std::memory_order_relaxed);
-            con->set_status(up ? websocketpp::http::status_code::ok
-                               : websocketpp::http::status_code::service_unavailable);
-            con->append_header("Content-Type", "text/plain");
-            con->set_body(up ? "ok\n" : "stopped\n");
-        } else if (path == "/status") {
-            con->set_status(websocketpp::http::status_code::ok);
-            con->append_header("Content-Type", "application/json");
-            con->set_body(status().to_json());
-        } else {
-            con->set_status(websocketpp::http::status_code::not_found);
-            con->append_header("Content-Type", "text/plain");
-            con->set_body("not found\n");
+        auto const question = resource.find('?');
+        auto const path = resource.substr(0, question);
+        if (options_.http_endpoints && options_.metrics_address.empty() &&
+            serve_builtin_http(con, path)) {
+            return;
         }
+        if (http_handler_) {
+            HttpRequest request;
+            request.method = con->get_request().get_method();
+            request.path = path;
+            if (question != std::string::npos) request.query = resource.substr(question + 1);
+            for (auto const& [name, value] : con->get_request().get_headers()) {
+                std::string lower = name;
+                for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                request.headers.emplace(std::move(lower), value);
+            }
+            request.body = con->get_request_body();
+            request.remote_endpoint = con->get_remote_endpoint();
+            HttpResponse response;
+            bool handled = false;
+            try {
+                handled = http_handler_(request, response);
+            } catch (std::exception const& e) {
+                logger_->write(LogLevel::error, "http_handler_failed",
+                               request.method + " " + request.path + ": " + e.what());
+                response = HttpResponse{500, "text/plain; charset=utf-8", "internal error\n", {}};
+                handled = true;
+            }
+            if (handled) return write_http(*con, response);
+        }
+        write_http(*con, HttpResponse{404, "text/plain; charset=utf-8", "not found\n", {}});
+    }
+
+    static void write_http(connection_type& con, HttpResponse const& response) {
+        con.set_status(static_cast<websocketpp::http::status_code::value>(response.status));
+        con.replace_header("Content-Type", response.content_type);
+        for (auto const& [name, value] : response.headers) con.append_header(name, value);
+        con.set_body(response.body);
+    }
+
+    /// GET /healthz, /readyz, /metrics, /status; false for any other request.
+    bool serve_builtin_http(connection_ptr const& con, std::string const& path) {
+        auto const& method = con->get_request().get_method();
+        if (method != "GET" && method != "HEAD") return false;
+        bool const running = counters_.running.load(std::memory_order_relaxed);
+        if (path == "/healthz") {
+            // Liveness is the event loop answering: the reply comes from the manager strand.
+            if (con->defer_http_response()) return false;
+            post_to_strand([self = this->shared_from_this(), con] {
+                bool const alive = self->phase_ == phase::running;
+                con->get_strand()->post([con, alive] {
+                    write_http(*con, HttpResponse{alive ? 200 : 503, "text/plain; charset=utf-8",
+                                                  alive ? "ok\n" : "stopped\n", {}});
+                    std::error_code ec;
+                    con->send_http_response(ec);
+                });
+            });
+            return true;
+        }
+        if (path == "/readyz") {
+            bool const ready =
+                running && connection_count() < options_.max_connections;
+            write_http(*con, HttpResponse{ready ? 200 : 503, "text/plain; charset=utf-8",
+                                          ready ? "ready\n"
+                                                : (running ? "connection limit reached\n"
+                                                           : "not listening\n"),
+                                          {}});
+            return true;
+        }
+        if (path == "/metrics") {
+            write_http(*con, HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                                          counters_.render_prometheus(), {}});
+            return true;
+        }
+        if (path == "/status") {
+            write_http(*con, HttpResponse{200, "application/json", status().to_json(), {}});
+            return true;
+        }
+        return false;
+    }
+
+    /// A second listener for the built-in endpoints when Options::metrics_address is set.
+    void init_metrics_server() {
+        if (options_.metrics_address.empty() || !options_.http_endpoints) return;
+        metrics_server_ = std::make_unique<server_type>();
+        metrics_server_->get_alog().attach(logger_);
+        metrics_server_->get_elog().attach(logger_);
+        metrics_server_->clear_access_channels(websocketpp::log::alevel::all);
+        metrics_server_->clear_error_channels(websocketpp::log::elevel::all);
+        metrics_server_->set_error_channels(websocketpp::log::elevel::rerror |
+                                            websocketpp::log::elevel::fatal);
+        metrics_server_->init_asio(&context_);
+        metrics_server_->set_reuse_addr(true);
+        std::weak_ptr<manager_core> weak = this->shared_from_this();
+        metrics_server_->set_validate_handler([](websocketpp::connection_hdl) { return false; });
+        metrics_server_->set_http_handler([weak](websocketpp::connection_hdl hdl) {
+            auto self = weak.lock();
+            if (!self) return;
+            std::error_code ec;
+            auto con = self->metrics_server_->get_con_from_hdl(hdl, ec);
+            if (ec) return;
+            auto const& resource = con->get_resource();
+            if (!self->serve_builtin_http(con, resource.substr(0, resource.find('?')))) {
+                write_http(*con, HttpResponse{404, "text/plain; charset=utf-8", "not found\n", {}});
+            }
+        });
+    }
+
+    std::error_code listen_on(server_type& server, std::string const& host, std::uint16_t port) {
+        std::error_code ec;
+        asio::ip::tcp::endpoint endpoint;
+        auto const address = asio::ip::make_address(host, ec);
+        if (!ec) {
+            endpoint = asio::ip::tcp::endpoint(address, port);
+        } else {
+            asio::ip::tcp::resolver resolver(context_);
+            auto results = resolver.resolve(host, std::to_string(port),
+                                            asio::ip::tcp::resolver::passive, ec);
+            if (ec) return ec;
+            endpoint = results.begin()->endpoint();
+        }
+        server.listen(endpoint, ec);
+        if (!ec) server.start_accept(ec);
+        if (ec && server.is_listening()) {
+            std::error_code ignored;
+            server.stop_listening(ignored);
+        }
+        return ec;
     }
 
     static constexpr std::size_t max_topic_length = 256;
@@ -1162,7 +1292,9 @@ private:
     strand_type strand_;
     server_type server_;
     asio::steady_timer keepalive_timer_;
+    std::unique_ptr<server_type> metrics_server_;
     Authenticator authenticator_;
+    HttpHandler http_handler_;
     manager_counters counters_;
     std::atomic<std::uint64_t> next_connection_id_{1};
 

@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string_view>
+#include <utility>
 
 namespace wsmanager {
 namespace detail {
@@ -93,6 +94,22 @@ inline std::vector<std::string> split_list(std::string const& value) {
     return items;
 }
 
+/// "host:port" (or "[v6]:port") split in two; nullopt when malformed.
+inline std::optional<std::pair<std::string, std::uint16_t>> split_host_port(std::string const& text) {
+    auto const colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return std::nullopt;
+    std::string host = text.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+    }
+    unsigned port = 0;
+    auto const* first = text.data() + colon + 1;
+    auto const* last = text.data() + text.size();
+    auto const [end, ec] = std::from_chars(first, last, port);
+    if (ec != std::errc{} || end != last || port > 65535) return std::nullopt;
+    return std::pair{std::move(host), static_cast<std::uint16_t>(port)};
+}
+
 }  // namespace detail
 
 inline Options Options::from_env() {
@@ -152,6 +169,22 @@ inline Options Options::from_env() {
         }
         options.redis_url = *v;
     }
+    if (auto v = env_value("WEBSOCKET_HTTP_ENDPOINTS")) {
+        options.http_endpoints = parse_env_bool("WEBSOCKET_HTTP_ENDPOINTS", *v);
+    }
+    if (auto v = env_value("WEBSOCKET_METRICS_ADDRESS")) {
+        if (!v->empty() && !split_host_port(*v)) {
+            bad_env("WEBSOCKET_METRICS_ADDRESS", *v, "host:port, e.g. 127.0.0.1:9100");
+        }
+        options.metrics_address = *v;
+    }
+    if (auto v = env_value("WEBSOCKET_LOG_FORMAT")) {
+        if (*v == "json") {
+            options.log_sink = json_lines_log_sink();
+        } else if (*v != "text") {
+            bad_env("WEBSOCKET_LOG_FORMAT", *v, "text or json");
+        }
+    }
     if (auto v = env_value("WEBSOCKET_LOG_LEVEL")) {
         options.log_level = parse_env_log_level("WEBSOCKET_LOG_LEVEL", *v);
     }
@@ -174,6 +207,9 @@ inline void Options::validate() const {
     if (max_message_size < 64) fail("max_message_size must be at least 64 bytes");
     if (max_send_buffer < 1024) fail("max_send_buffer must be at least 1024 bytes");
     if (threads == 0) fail("threads must be at least 1");
+    if (!metrics_address.empty() && !detail::split_host_port(metrics_address)) {
+        fail("metrics_address must be host:port");
+    }
     if (tls_cert.empty() != tls_key.empty()) fail("tls_cert and tls_key go together");
 }
 
