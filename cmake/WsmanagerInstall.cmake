@@ -8,7 +8,7 @@
 #   <prefix>/lib/cmake/wsmanager/WebsocketppCxx20Overlay.cmake
 #
 # The exported target carries only what does not depend on the consumer's machine (the
-# headers, cxx_std_20, ASIO_STANDALONE, Threads::Threads). The include folders of
+# headers, cxx_std_20, ASIO_STANDALONE, its imported link targets). The include folders of
 # websocketpp, RapidJSON and Asio, and the websocketpp C++20 overlay, are build-tree only
 # ($<BUILD_INTERFACE:...>): wsmanagerConfig.cmake finds them again on the consumer's side and
 # rebuilds the overlay in the consumer's build tree.
@@ -36,6 +36,32 @@ install(EXPORT wsmanagerTargets
     NAMESPACE wsmanager::
     DESTINATION "${WSMANAGER_INSTALL_CMAKEDIR}"
     COMPONENT wsmanager_development)
+
+# The installed config must find every package whose targets wsmanager links to; derive the
+# list from the target so the config cannot fall behind the top-level CMakeLists.
+# Threads is always found; OpenSSL and ZLIB only when linked. Anything else stops here.
+set(WSMANAGER_CONFIG_OPENSSL_COMPONENTS "")
+set(WSMANAGER_CONFIG_FIND_ZLIB OFF)
+get_target_property(_wsmanager_links wsmanager INTERFACE_LINK_LIBRARIES)
+if(NOT _wsmanager_links)
+    set(_wsmanager_links "")
+endif()
+foreach(_wsmanager_link IN LISTS _wsmanager_links)
+    if(_wsmanager_link MATCHES "^\\$<BUILD_INTERFACE:" OR NOT _wsmanager_link MATCHES "::")
+        continue()
+    elseif(_wsmanager_link STREQUAL "Threads::Threads")
+    elseif(_wsmanager_link MATCHES "^OpenSSL::(SSL|Crypto)$")
+        list(APPEND WSMANAGER_CONFIG_OPENSSL_COMPONENTS "${CMAKE_MATCH_1}")
+    elseif(_wsmanager_link STREQUAL "ZLIB::ZLIB")
+        set(WSMANAGER_CONFIG_FIND_ZLIB ON)
+    else()
+        message(FATAL_ERROR "wsmanager links to ${_wsmanager_link}, which the installed "
+            "package does not find: add it to cmake/wsmanagerConfig.cmake.in and "
+            "cmake/WsmanagerInstall.cmake")
+    endif()
+endforeach()
+unset(_wsmanager_link)
+unset(_wsmanager_links)
 
 configure_package_config_file(
     "${PROJECT_SOURCE_DIR}/cmake/wsmanagerConfig.cmake.in"

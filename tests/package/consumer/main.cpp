@@ -3,12 +3,12 @@
 // Starts a wsmanager server on an ephemeral port of 127.0.0.1, checks it reports running,
 // stops it and checks it no longer does. Prints "consumer ok" and exits 0 only then.
 
-#include <wsmanager/wsmanager.hpp>
+#include <exception>
+#include <iostream>
 
 #include <asio/use_future.hpp>
 
-#include <exception>
-#include <iostream>
+#include <wsmanager/wsmanager.hpp>
 
 int main() {
     try {

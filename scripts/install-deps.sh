@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
+#
+# Installs, from Debian 12's packages, everything wsmanager needs to build and run its tests.
+# Idempotent: when every package is already installed it changes nothing and does not even
+# refresh the package lists, so reruns take a fraction of a second. Runs apt-get as root, or
+# through sudo when not root.
+set -euo pipefail
+
+packages=(
+    # toolchain
+    build-essential cmake pkg-config git
+    # the library's dependencies
+    libwebsocketpp-dev libasio-dev rapidjson-dev libssl-dev zlib1g-dev
+    # tests
+    catch2 python3 python3-websockets
+    # Add packages for later features here (one group per feature, with a comment), e.g. the
+    # Redis scale-out, the reverse-proxy example, the browser tests, the metrics check.
+)
+
+missing=()
+for package in "${packages[@]}"; do
+    status="$(dpkg-query -W -f='${db:Status-Status}' "${package}" 2>/dev/null || true)"
+    if [[ "${status}" != "installed" ]]; then
+        missing+=("${package}")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all ${#packages[@]} packages already installed"
+    exit 0
+fi
+
+if [[ "$(id -u)" -eq 0 ]]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+else
+    echo "install-deps: not root and no sudo; install these packages: ${missing[*]}" >&2
+    exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: BSL-1.0
+// Handshake authentication over real sockets: JWT mode, development mode, a custom
+// Authenticator and the Origin allow-list. Most cases use a raw TCP client below that sends
+// an HTTP upgrade request with any headers (Authorization, Origin) and reads the status, the
+// refusal's body or, after a 101, the first frame; one uses the shared websocketpp WsClient.
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <system_error>
+#include <string>
+#include <vector>
+
+#include <asio/connect.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/read.hpp>
+#include <asio/read_until.hpp>
+#include <asio/use_future.hpp>  // start_server/stop_server
+#include <asio/write.hpp>
+#include <rapidjson/document.h>
+
+#include <wsmanager/detail/jwt.hpp>
+#include <wsmanager/wsmanager.hpp>
+
+#include "harness.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr char const* secret = "s3cret";
+
+std::int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string token_for(std::string const& sub, std::int64_t exp_from_now = 3600,
+                      std::string const& key = secret) {
+    return wsmanager::detail::sign_hs256_jwt(
+        R"({"sub":")" + sub + R"(","exp":)" + std::to_string(unix_now() + exp_from_now) + "}",
+        key);
+}
+
+/// What the server answered to an upgrade request.
+struct upgrade_reply {
+    int status = 0;
+    std::string body;         ///< the body of a refusal (its reason)
+    std::string first_frame;  ///< after a 101: the payload of the first text frame
+};
+
+/// One upgrade request with extra headers on a fresh TCP connection, every step bounded in
+/// time (tests/support's RawClient sends no custom headers and reads no refusal body).
+class upgrade_client {
+public:
+    explicit upgrade_client(std::uint16_t port) : port_(port) {}
+
+    upgrade_reply upgrade(std::string const& target, std::vector<std::string> const& headers = {}) {
+        asio::ip::tcp::endpoint const endpoint(asio::ip::make_address("127.0.0.1"), port_);
+        wait([&](auto handler) { socket_.async_connect(endpoint, handler); });
+        std::string request = "GET " + target +
+                              " HTTP/1.1\r\n"
+                              "Host: 127.0.0.1:" +
+                              std::to_string(port_) +
+                              "\r\n"
+                              "Upgrade: websocket\r\n"
+                              "Connection: Upgrade\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              "Sec-WebSocket-Version: 13\r\n";
+        for (auto const& header : headers) request += header + "\r\n";
+        request += "\r\n";
+        wait([&](auto handler) { asio::async_write(socket_, asio::buffer(request), handler); });
+
+        auto const end = wait([&](auto handler) {
+            asio::async_read_until(socket_, asio::dynamic_buffer(buffer_), "\r\n\r\n", handler);
+        });
+        std::string const head = buffer_.substr(0, end);
+        buffer_.erase(0, end);
+        INFO(head);
+        upgrade_reply reply;
+        REQUIRE(head.rfind("HTTP/1.1 ", 0) == 0);
+        reply.status = std::stoi(head.substr(9, 3));
+        if (reply.status == 101) {
+            reply.first_frame = read_text_frame();
+        } else {
+            reply.body = read_body(head);
+        }
+        return reply;
+    }
+
+private:
+    /// Starts an operation with a completion handler and runs it, for at most 5 s; fails the
+    /// test on an error or a timeout. Returns the bytes transferred.
+    template <class Start>
+    std::size_t wait(Start start) {
+        std::optional<std::error_code> error;
+        std::size_t transferred = 0;
+        start([&](std::error_code ec, std::size_t n = 0) {
+            error = ec;
+            transferred = n;
+        });
+        context_.restart();
+        context_.run_for(5s);
+        REQUIRE(error.has_value());
+        INFO(error->message());
+        REQUIRE_FALSE(*error);
+        return transferred;
+    }
+
+    void fill(std::size_t size) {
+        if (buffer_.size() >= size) return;
+        wait([&](auto handler) {
+            asio::async_read(socket_, asio::dynamic_buffer(buffer_),
+                             asio::transfer_at_least(size - buffer_.size()), handler);
+        });
+    }
+
+    std::string read_body(std::string const& head) {
+        std::size_t length = 0;
+        auto const at = head.find("Content-Length: ");
+        if (at != std::string::npos) length = std::stoul(head.substr(at + 16));
+        fill(length);
+        return buffer_.substr(0, length);
+    }
+
+    /// One unmasked, unfragmented server text frame.
+    std::string read_text_frame() {
+        fill(2);
+        auto const byte = [this](std::size_t i) { return static_cast<unsigned char>(buffer_[i]); };
+        REQUIRE(byte(0) == 0x81);  // FIN + text
+        std::size_t length = byte(1) & 0x7F;
+        std::size_t header = 2;
+        if (length == 126) {
+            fill(4);
+            length = (std::size_t{byte(2)} << 8) | byte(3);
+            header = 4;
+        }
+        REQUIRE(length < 65536);
+        fill(header + length);
+        auto payload = buffer_.substr(header, length);
+        buffer_.erase(0, header + length);
+        return payload;
+    }
+
+    std::uint16_t port_;
+    asio::io_context context_;
+    asio::ip::tcp::socket socket_{context_};
+    std::string buffer_;
+};
+
+/// A started manager on 127.0.0.1 and a free port; stopped at the end of the scope.
+struct running_manager {
+    explicit running_manager(wsmanager::Options options,
+                             wsmanager::Authenticator authenticator = {})
+        : manager(std::move(options)) {
+        if (authenticator) manager.set_authenticator(std::move(authenticator));
+        manager.start_server(asio::use_future).get();
+    }
+    ~running_manager() { manager.stop_server(asio::use_future).get(); }
+
+    upgrade_reply upgrade(std::string const& target, std::vector<std::string> const& headers = {}) {
+        return upgrade_client(manager.local_port()).upgrade(target, headers);
+    }
+
+    wsmanager::WebSocketManager<> manager;
+};
+
+wsmanager::Options options(std::string auth_secret) {
+    auto options = wsmanager::test::test_options();  // 127.0.0.1, port 0, quiet
+    options.auth_secret = std::move(auth_secret);
+    return options;
+}
+
+/// The user_id of a `connected` frame ("<null>" for an anonymous connection).
+std::string connected_user(std::string const& frame) {
+    INFO(frame);
+    rapidjson::Document document;
+    document.Parse(frame.c_str());
+    REQUIRE(document.IsObject());
+    REQUIRE(document["type"] == "connected");
+    auto const& user = document["user_id"];
+    return user.IsNull() ? "<null>" : user.GetString();
+}
+
+}  // namespace
+
+TEST_CASE("JWT mode: a valid token in ?token= identifies the user", "[integration][auth]") {
+    running_manager server(options(secret));
+    auto const reply = server.upgrade("/ws?token=" + token_for("alice"));
+    REQUIRE(reply.status == 101);
+    CHECK(connected_user(reply.first_frame) == "alice");
+
+    // The same with a real client library, offering the subprotocol.
+    auto client = wsmanager::test::connect_client(server.manager.local_port(),
+                                                  "token=" + token_for("dave"));
+    REQUIRE(client.result);
+    REQUIRE(client.hello);
+    CHECK(wsmanager::test::string_member(*client.hello, "user_id") == "dave");
+    auto refused = wsmanager::test::connect_client(server.manager.local_port(),
+                                                   "token=" + token_for("dave", -3600));
+    CHECK_FALSE(refused.result);
+    CHECK(refused.result.http_status == 401);
+}
+
+TEST_CASE("JWT mode: a valid token in Authorization: Bearer", "[integration][auth]") {
+    running_manager server(options(secret));
+    auto const reply = server.upgrade("/", {"Authorization: Bearer " + token_for("bob")});
+    REQUIRE(reply.status == 101);
+    CHECK(connected_user(reply.first_frame) == "bob");
+
+    // The scheme is case-insensitive; spaces around the token are tolerated.
+    auto const lower = server.upgrade("/", {"authorization: bearer   " + token_for("carol")});
+    REQUIRE(lower.status == 101);
+    CHECK(connected_user(lower.first_frame) == "carol");
+}
+
+TEST_CASE("JWT mode: missing or invalid tokens get 401 and no upgrade", "[integration][auth]") {
+    running_manager server(options(secret));
+
+    SECTION("no token") {
+        auto const reply = server.upgrade("/ws");
+        CHECK(reply.status == 401);
+        CHECK(reply.body == "Missing token");
+    }
+    SECTION("empty token, or an Authorization header of another scheme") {
+        CHECK(server.upgrade("/ws?token=").status == 401);
+        CHECK(server.upgrade("/ws", {"Authorization: Basic YWxpY2U6cHc="}).body ==
+              "Missing token");
+        CHECK(server.upgrade("/ws", {"Authorization: Bearer "}).status == 401);
+    }
+    SECTION("bad signature") {
+        auto const reply = server.upgrade("/ws?token=" + token_for("alice", 3600, "wrong"));
+        CHECK(reply.status == 401);
+        CHECK(reply.body == "Invalid token signature");
+        CHECK(server.upgrade("/", {"Authorization: Bearer " + token_for("alice", 3600, "wrong")})
+                  .status == 401);
+    }
+    SECTION("expired") {
+        auto const reply = server.upgrade("/ws?token=" + token_for("alice", -3600));
+        CHECK(reply.status == 401);
+        CHECK(reply.body == "Token expired");
+    }
+    SECTION("garbage") {
+        CHECK(server.upgrade("/ws?token=not-a-jwt").status == 401);
+    }
+    SECTION("?user_id= is not trusted when a secret is set") {
+        auto const reply = server.upgrade("/ws?user_id=mallory");
+        CHECK(reply.status == 401);
+        CHECK(reply.body == "Missing token");
+        // Nor does it override the token's subject.
+        auto const both = server.upgrade("/ws?user_id=mallory&token=" + token_for("alice"));
+        REQUIRE(both.status == 101);
+        CHECK(connected_user(both.first_frame) == "alice");
+    }
+}
+
+TEST_CASE("development mode trusts ?user_id=", "[integration][auth]") {
+    running_manager server(options(""));
+    auto const alice = server.upgrade("/ws?user_id=alice");
+    REQUIRE(alice.status == 101);
+    CHECK(connected_user(alice.first_frame) == "alice");
+
+    auto const anonymous = server.upgrade("/ws");
+    REQUIRE(anonymous.status == 101);
+    CHECK(connected_user(anonymous.first_frame) == "<null>");
+}
+
+TEST_CASE("a custom Authenticator decides, with its own status", "[integration][auth]") {
+    running_manager server(options(secret), [](wsmanager::HandshakeRequest const& request) {
+        if (request.header("X-Api-Key") == "letmein") {
+            return wsmanager::AuthResult::accept("service:" + request.query_param("name"));
+        }
+        return wsmanager::AuthResult::reject("Forbidden by policy", 403);
+    });
+
+    auto const refused = server.upgrade("/ws?token=" + token_for("alice"));
+    CHECK(refused.status == 403);
+    CHECK(refused.body == "Forbidden by policy");
+
+    auto const accepted = server.upgrade("/ws?name=indexer", {"X-API-Key: letmein"});
+    REQUIRE(accepted.status == 101);
+    CHECK(connected_user(accepted.first_frame) == "service:indexer");
+}
+
+TEST_CASE("the Origin allow-list refuses other origins with 403", "[integration][auth]") {
+    auto opts = options("");
+    opts.allowed_origins = {"https://app.example"};
+    running_manager server(std::move(opts));
+
+    CHECK(server.upgrade("/ws?user_id=alice", {"Origin: https://evil.example"}).status == 403);
+    CHECK(server.upgrade("/ws?user_id=alice").status == 403);  // no Origin at all
+    auto const ok = server.upgrade("/ws?user_id=alice", {"Origin: https://app.example"});
+    REQUIRE(ok.status == 101);
+    CHECK(connected_user(ok.first_frame) == "alice");
+}
