@@ -334,8 +334,14 @@ int main(int argc, char** argv) {
 
         // The host's own io_context runs the task; each co_await on the manager resumes here.
         asio::io_context host_io;
+        // Through a coroutine lambda rather than co_spawn(host_io, run_task(...)): g++ 12 at
+        // -O2 inlines run_task's frame allocation into main and then reports a false
+        // -Wmismatched-new-delete between Asio's awaitable frame operator new and delete.
         auto task = asio::co_spawn(
-            host_io, [&manager, &user_cancelled] { return run_task(manager, user_cancelled); },
+            host_io,
+            [&manager, &user_cancelled]() -> asio::awaitable<TaskOutcome> {
+                co_return co_await run_task(manager, user_cancelled);
+            },
             asio::use_future);
         if (arguments.self_test) {
             host_io.run_for(self_test_budget);

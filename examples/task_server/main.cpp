@@ -123,7 +123,7 @@ std::filesystem::path find_web_root(std::optional<std::filesystem::path> const& 
 void on_cancel(task_server::TaskService& service, wsmanager::CancelRequest const& request) {
     using Outcome = task_server::TaskService::CancelOutcome;
     switch (service.request_cancel(request.task_id, request.user_id,
-                                   "cancelled by " + request.user_id)) {
+                                   "requested by " + request.user_id)) {
         case Outcome::cancelling:
             say(request.user_id + " cancels task " + request.task_id);
             break;

@@ -69,7 +69,7 @@ private:
 
     struct Outcome {
         TaskState state = TaskState::completed;
-        std::string reason = "all steps completed";
+        std::string reason = "all steps done";
         std::optional<std::string> error_code{};
         std::optional<std::string> error_message{};
     };
@@ -188,7 +188,7 @@ private:
                 return {TaskState::cancelled, "cancelled at step \"" + step + "\""};
             case ConfirmationReason::user: break;
         }
-        return {TaskState::cancelled, "refused by the user at step \"" + step + "\""};
+        return {TaskState::cancelled, "refused at step \"" + step + "\""};
     }
 
     /// One attempt at a step's work; false when it fails (simulated). Long steps run beside
@@ -256,6 +256,7 @@ private:
         auto const level = outcome.state == TaskState::completed ? "info"
                            : outcome.state == TaskState::failed  ? "error"
                                                                  : "warning";
+        // "Completed: all steps done", "Cancelled: requested by alice", ...
         std::string text(to_string(outcome.state));
         text[0] = static_cast<char>(text[0] - 'a' + 'A');
         co_await notifier_.log(task, level, text + ": " + outcome.reason);

@@ -5,6 +5,7 @@
 // own asio configs in two ways: websocketpp's access and error logs go to the manager's log
 // sink, and every connection carries the manager's per-connection data.
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,6 +28,8 @@ struct connection_data {
     bool registered = false;  ///< manager strand: counted as open
     bool awaiting_pong = false;  ///< connection strand: a keepalive ping is in flight
     bool refused = false;        ///< connection strand: the handshake was refused (counted)
+    double rate_tokens = -1;     ///< connection strand: frame rate limiter (-1: unused)
+    std::chrono::steady_clock::time_point rate_refilled{};
 };
 
 /// A websocketpp logger (the `alog_type`/`elog_type` concept) that forwards to the

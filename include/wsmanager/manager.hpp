@@ -19,6 +19,7 @@
 #include <ratio>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <asio/strand.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <wsmanager/action.hpp>
@@ -328,6 +329,16 @@ public:
     }
 
     /**
+     * Decides who may subscribe to which topic: `authorizer(user_id, topic)` returning false
+     * answers the client's `subscribe` with `forbidden`. Runs on the manager strand; keep it
+     * quick. Without one, any connection may join any topic (including `task:<id>`).
+     */
+    void on_subscribe(std::function<bool(std::string const& user_id, std::string const& topic)>
+                          authorizer) {
+        core_->set_subscribe_authorizer(std::move(authorizer));
+    }
+
+    /**
      * Replaces the default identity check of the opening handshake (see Authenticator).
      * Call before start_server.
      */
@@ -353,14 +364,16 @@ private:
         return core;
     }
 
+    /// The io_context behind an executor: websocketpp's transport needs the context itself.
     static asio::io_context& context_of(asio::any_io_executor const& executor) {
-        auto* context = dynamic_cast<asio::io_context*>(
-            &asio::query(executor, asio::execution::context));
-        if (context == nullptr) {
-            throw std::invalid_argument(
-                "wsmanager::WebSocketManager: the executor must belong to an asio::io_context");
+        using context_executor = asio::io_context::executor_type;
+        if (auto const* ex = executor.target<context_executor>()) return ex->context();
+        if (auto const* strand = executor.target<asio::strand<context_executor>>()) {
+            return strand->get_inner_executor().context();
         }
-        return *context;
+        throw std::invalid_argument(
+            "wsmanager::WebSocketManager: the executor must be an asio::io_context's executor "
+            "(or a strand of one)");
     }
 
     std::unique_ptr<asio::io_context> owned_context_;

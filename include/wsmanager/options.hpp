@@ -48,6 +48,9 @@ struct Options {
     /// dropped (counted as failed) and the connection, a client that does not read, is
     /// closed with 1008.
     std::size_t max_send_buffer = 4 * 1024 * 1024;
+    /// Client frames one connection may send per second (bursts of twice that); frames over
+    /// it get a `rate_limited` error and are ignored. 0 disables the limit.
+    std::size_t max_frames_per_second = 100;
     /// Topics one connection may be subscribed to at once.
     std::size_t max_topics_per_connection = 100;
 
@@ -82,6 +85,7 @@ struct Options {
      * `WEBSOCKET_CALLBACK_TIMEOUT`, and `WEBSOCKET_PROCEED_ON_TIMEOUT`,
      * `WEBSOCKET_RESOLVE_ON_DISCONNECT`, `WEBSOCKET_DISCONNECT_GRACE`,
      * `WEBSOCKET_CLOSE_TIMEOUT`, `WEBSOCKET_MAX_MESSAGE_SIZE`, `WEBSOCKET_MAX_SEND_BUFFER`,
+     * `WEBSOCKET_MAX_FRAMES_PER_SECOND`,
      * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_ALLOWED_ORIGINS`
      * (comma-separated), `WEBSOCKET_TLS_CERT`, `WEBSOCKET_TLS_KEY`, `WEBSOCKET_REDIS_URL`,
      * `WEBSOCKET_HTTP_ENDPOINTS`, `WEBSOCKET_METRICS_ADDRESS`, `WEBSOCKET_LOG_LEVEL`,

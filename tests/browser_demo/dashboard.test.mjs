@@ -295,7 +295,7 @@ try {
            'question shown');
     expect(!(await dialogOpen(bob.page)), 'bob has a dialog open');
     await alice.page.locator('#confirm-feedback').fill('Looks good, ship it');
-    await alice.page.screenshot({ path: path.join(artifacts, 'dashboard-confirm.png') });
+    await alice.page.screenshot({ path: path.join(artifacts, 'dashboard-confirm.png'), animations: 'disabled' });
     await alice.page.locator('#confirm-proceed').click();
     await dialogClosed(alice.page);
     await dialogClosed(aliceTab2.page);
@@ -346,8 +346,8 @@ try {
   });
 
   await check('screenshots saved', async () => {
-    await alice.page.screenshot({ path: path.join(artifacts, 'dashboard-alice.png'), fullPage: true });
-    await bob.page.screenshot({ path: path.join(artifacts, 'dashboard-bob.png') });
+    await alice.page.screenshot({ path: path.join(artifacts, 'dashboard-alice.png'), fullPage: true, animations: 'disabled' });
+    await bob.page.screenshot({ path: path.join(artifacts, 'dashboard-bob.png'), animations: 'disabled' });
     log(`screenshots in ${artifacts}`);
   });
 

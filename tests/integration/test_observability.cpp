@@ -771,3 +771,50 @@ TEST_CASE("observability: host routes through on_http", "[metrics]") {
     CHECK(http_get(port, "/unknown").status == 404);
     stop(manager);
 }
+
+TEST_CASE("observability: refusals by origin and failed handshakes count by reason", "[metrics]") {
+    auto const rejected_key = [](char const* reason) {
+        return labelled("wsmanager_connections_rejected_total", "reason", reason);
+    };
+
+    SECTION("an Origin outside allowed_origins is refused (403) as origin") {
+        auto options = test_options();
+        options.allowed_origins = {"https://app.example"};
+        Manager manager(options);
+        start(manager);
+        auto const port = manager.local_port();
+        WsClient client;  // sends no Origin header
+        auto const result = client.connect(ws_url(port, "user_id=alice"));
+        CHECK_FALSE(result.opened);
+        CHECK(result.http_status == 403);
+        auto const after = scrape_until(port, rejected_key("origin"), 1);
+        CHECK(after(rejected_key("origin")) == 1);
+        CHECK(after(rejected_key("auth")) == 0);
+        CHECK(after(rejected_key("handshake")) == 0);
+        CHECK(after("wsmanager_connections_opened_total") == 0);
+        stop(manager);
+    }
+
+    SECTION("a malformed query string (400) and a TCP connection that never upgrades") {
+        Manager manager(test_options());
+        start(manager);
+        auto const port = manager.local_port();
+        {
+            RawClient raw(port);
+            REQUIRE(raw.connected());
+            CHECK(raw.handshake("/?user_id=%zz") == 400);
+        }
+        auto const malformed = scrape_until(port, rejected_key("handshake"), 1);
+        CHECK(malformed(rejected_key("handshake")) == 1);
+        CHECK(malformed(rejected_key("auth")) == 0);
+        {
+            // What a TCP-only load-balancer health check does: connect, then close.
+            RawClient raw(port);
+            REQUIRE(raw.connected());
+        }
+        auto const tcp_only = scrape_until(port, rejected_key("handshake"), 2);
+        CHECK(tcp_only(rejected_key("handshake")) == 2);
+        CHECK(tcp_only("wsmanager_connections_opened_total") == 0);
+        stop(manager);
+    }
+}

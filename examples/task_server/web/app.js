@@ -149,7 +149,9 @@
       step = `Step ${snapshot.step_index} of ${snapshot.step_count} · ${snapshot.current_step}`;
       if (snapshot.attempt > 1) step += ` · attempt ${snapshot.attempt}`;
     }
-    if (final) step = snapshot.outcome ? capitalize(snapshot.outcome) : STATE_LABELS[snapshot.state];
+    if (final) {
+      step = STATE_LABELS[snapshot.state] + (snapshot.outcome ? `: ${snapshot.outcome}` : '');
+    }
     node.querySelector('.step').textContent = step;
 
     const problem = node.querySelector('.task-problem');
@@ -161,10 +163,6 @@
     cancel.hidden = final;
     if (final) cancel.disabled = true;
     updateReviewButtons();
-  }
-
-  function capitalize(text) {
-    return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
   function appendLog(taskId, entry) {

@@ -328,6 +328,13 @@ public:
         authenticator_ = std::move(authenticator);
     }
 
+    void set_subscribe_authorizer(
+        std::function<bool(std::string const&, std::string const&)> authorizer) {
+        post_to_strand([self = this->shared_from_this(), authorizer = std::move(authorizer)]() mutable {
+            self->subscribe_authorizer_ = std::move(authorizer);
+        });
+    }
+
     /// Must be called before start_server; HTTP requests read it without the strand.
     void set_http_handler(HttpHandler handler) { http_handler_ = std::move(handler); }
 
@@ -583,7 +590,13 @@ private:
             request.headers.emplace(std::move(lower), value);
         }
         request.remote_endpoint = con->get_remote_endpoint();
-        AuthResult verdict = authenticator_ ? authenticator_(request) : default_authenticate(request);
+        AuthResult verdict;
+        try {
+            verdict = authenticator_ ? authenticator_(request) : default_authenticate(request);
+        } catch (std::exception const& e) {
+            logger_->write(LogLevel::error, "authenticator_failed", e.what());
+            verdict = AuthResult::reject("Authentication failed", 500);
+        }
         if (!verdict.accepted) return refuse(con, verdict, reject_reason::auth);
         con->user_id = std::move(verdict.user_id);
         con->connection_id = next_connection_id_.fetch_add(1, std::memory_order_relaxed);
@@ -801,6 +814,12 @@ private:
         auto const known = std::find(topics.begin(), topics.end(), topic);
         if (subscribe) {
             if (known == topics.end()) {
+                if (subscribe_authorizer_ &&
+                    !authorized(con, [&] { return subscribe_authorizer_(con->user_id, topic); })) {
+                    reject_frame(con, protocol::ErrorCode::forbidden,
+                                 "Not allowed to subscribe to " + topic, frame->request_id);
+                    return;
+                }
                 if (topics.size() >= options_.max_topics_per_connection) {
                     reject_frame(con, protocol::ErrorCode::forbidden,
                                  "Subscription limit reached (" +
@@ -1070,6 +1089,37 @@ private:
         end_ack(message_id, true, {});
     }
 
+    /// Runs a host predicate; an exception counts as "no" and is logged.
+    template <class Predicate>
+    bool authorized(connection_ptr const& con, Predicate predicate) {
+        try {
+            return predicate();
+        } catch (std::exception const& e) {
+            logger_->write(LogLevel::error, "authorizer_failed", e.what(), con->connection_id,
+                           con->user_id);
+            return false;
+        }
+    }
+
+    /// Connection strand: a token bucket of Options::max_frames_per_second, with a burst of
+    /// twice that. True when the frame may be processed.
+    bool take_rate_token(connection_type& con) {
+        auto const rate = static_cast<double>(options_.max_frames_per_second);
+        if (rate <= 0) return true;
+        auto const now = std::chrono::steady_clock::now();
+        if (con.rate_tokens < 0) {
+            con.rate_tokens = 2 * rate;  // first frame: a full bucket
+        } else {
+            con.rate_tokens = std::min(
+                2 * rate,
+                con.rate_tokens + rate * std::chrono::duration<double>(now - con.rate_refilled).count());
+        }
+        con.rate_refilled = now;
+        if (con.rate_tokens < 1) return false;
+        con.rate_tokens -= 1;
+        return true;
+    }
+
     // ---- client frames -----------------------------------------------------------------
 
     void reject_frame(connection_ptr const& con, protocol::ErrorCode code,
@@ -1091,6 +1141,13 @@ private:
         if (msg->get_opcode() != websocketpp::frame::opcode::text) {
             std::error_code ec;
             con->close(close_code::unsupported_data, "Binary frames are not supported", ec);
+            return;
+        }
+        if (!take_rate_token(*con)) {
+            reject_frame(con, protocol::ErrorCode::rate_limited,
+                         "Too many frames; at most " +
+                             std::to_string(options_.max_frames_per_second) + " per second",
+                         nullptr);
             return;
         }
         auto frame = std::make_shared<protocol::ClientFrame>();
@@ -1305,6 +1362,7 @@ private:
     std::unordered_map<std::string, std::unordered_set<std::uint64_t>> topics_;
     std::unordered_map<std::string, ActionHandler> action_handlers_;
     std::function<void(CancelRequest const&)> cancel_handler_;
+    std::function<bool(std::string const&, std::string const&)> subscribe_authorizer_;
     std::vector<std::function<void(std::error_code)>> stop_waiters_;
     confirmation_registry confirmations_;
     std::unordered_map<std::uint64_t, heartbeat_entry> heartbeats_;

@@ -155,6 +155,10 @@ inline Options Options::from_env() {
         options.max_send_buffer =
             parse_env_unsigned("WEBSOCKET_MAX_SEND_BUFFER", *v, std::uint64_t{1} << 34);
     }
+    if (auto v = env_value("WEBSOCKET_MAX_FRAMES_PER_SECOND")) {
+        options.max_frames_per_second =
+            parse_env_unsigned("WEBSOCKET_MAX_FRAMES_PER_SECOND", *v, 1'000'000);
+    }
     if (auto v = env_value("WEBSOCKET_THREADS")) {
         options.threads = parse_env_unsigned("WEBSOCKET_THREADS", *v, 256);
         if (options.threads == 0) bad_env("WEBSOCKET_THREADS", *v, "at least 1");
