@@ -24,13 +24,13 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <variant>
 
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
+
 #include <wsmanager/http.hpp>
 
 #include "json.hpp"
@@ -49,7 +49,8 @@ public:
         : service_(service), web_root_(std::move(web_root)) {}
 
     /// The manager's HttpHandler: false for paths it does not know (answered 404).
-    bool operator()(wsmanager::HttpRequest const& request, wsmanager::HttpResponse& response) const {
+    bool operator()(wsmanager::HttpRequest const& request,
+                    wsmanager::HttpResponse& response) const {
         auto const& path = request.path;
         if (path == "/" || path == "/index.html") {
             return serve_file(request, response, "index.html", "text/html; charset=utf-8");
@@ -91,7 +92,8 @@ private:
         }
         response.status = 200;
         response.content_type = content_type;
-        response.body.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+        response.body.assign(std::istreambuf_iterator<char>(file),
+                             std::istreambuf_iterator<char>());
         response.headers.emplace_back("Cache-Control", "no-cache");
         response.headers.emplace_back("X-Content-Type-Options", "nosniff");
         if (std::string_view(name) == "index.html") {
@@ -104,7 +106,8 @@ private:
         return true;
     }
 
-    bool list_tasks(wsmanager::HttpRequest const& request, wsmanager::HttpResponse& response) const {
+    bool list_tasks(wsmanager::HttpRequest const& request,
+                    wsmanager::HttpResponse& response) const {
         std::optional<std::string> user_id;
         if (auto value = query_param(request.query, "user_id")) user_id = std::move(*value);
         auto const log_param = query_param(request.query, "log");
@@ -144,11 +147,12 @@ private:
         out.end_array().end_object();
     }
 
-    bool create_task(wsmanager::HttpRequest const& request, wsmanager::HttpResponse& response) const {
+    bool create_task(wsmanager::HttpRequest const& request,
+                     wsmanager::HttpResponse& response) const {
         if (request.body.size() > max_body_bytes) {
-            return json_error(response, 413, "too_large",
-                              "The body must be at most " + std::to_string(max_body_bytes) +
-                                  " bytes");
+            return json_error(
+                response, 413, "too_large",
+                "The body must be at most " + std::to_string(max_body_bytes) + " bytes");
         }
         if (auto it = request.headers.find("content-type");
             it != request.headers.end() && it->second.find("json") == std::string::npos) {
@@ -163,7 +167,9 @@ private:
                                   std::to_string(body.GetErrorOffset()) + ": " +
                                   rapidjson::GetParseError_En(body.GetParseError()));
         }
-        if (!body.IsObject()) return json_error(response, 400, "bad_request", "The body must be a JSON object");
+        if (!body.IsObject()) {
+            return json_error(response, 400, "bad_request", "The body must be a JSON object");
+        }
         for (auto const& member : body.GetObject()) {
             std::string_view const name(member.name.GetString(), member.name.GetStringLength());
             if (name != "user_id" && name != "task" && name != "sample") {
@@ -182,8 +188,8 @@ private:
         }
         auto const task = body.FindMember("task");
         auto const sample = body.FindMember("sample");
-        bool const use_sample = sample != body.MemberEnd() && sample->value.IsBool() &&
-                                sample->value.GetBool();
+        bool const use_sample =
+            sample != body.MemberEnd() && sample->value.IsBool() && sample->value.GetBool();
         if (sample != body.MemberEnd() && !sample->value.IsBool()) {
             return json_error(response, 400, "bad_request", "sample must be a boolean");
         }
@@ -201,9 +207,9 @@ private:
             }
             definition = std::move(std::get<TaskDefinition>(parsed));
         }
-        auto created = service_.create(std::string(user->value.GetString(),
-                                                   user->value.GetStringLength()),
-                                       std::move(definition));
+        auto created =
+            service_.create(std::string(user->value.GetString(), user->value.GetStringLength()),
+                            std::move(definition));
         if (auto* refusal = std::get_if<TaskService::Refusal>(&created)) {
             return json_error(response, refusal->status, refusal->code, refusal->message);
         }

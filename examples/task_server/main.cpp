@@ -34,6 +34,7 @@
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/use_awaitable.hpp>
+
 #include <wsmanager/wsmanager.hpp>
 
 #include "http_api.hpp"
@@ -134,8 +135,18 @@ void on_cancel(task_server::TaskService& service, wsmanager::CancelRequest const
             say("refused: " + request.user_id + " asked to cancel another user's task " +
                 request.task_id);
             break;
-        case Outcome::already_finished: break;
+        case Outcome::already_finished:
+            break;
     }
+}
+
+/// Topics: `task:<id>` only for the task's own user; any other topic is refused.
+bool may_subscribe(task_server::TaskService const& service, std::string const& user_id,
+                   std::string const& topic) {
+    constexpr std::string_view prefix = "task:";
+    if (user_id.empty() || topic.compare(0, prefix.size(), prefix) != 0) return false;
+    auto task = service.find(topic.substr(prefix.size()));
+    return task && task->user_id() == user_id;
 }
 
 asio::awaitable<int> serve(Manager& manager, task_server::TaskService& service,
@@ -144,8 +155,8 @@ asio::awaitable<int> serve(Manager& manager, task_server::TaskService& service,
     try {
         co_await manager.start_server();
     } catch (std::system_error const& e) {
-        std::cerr << "task_server: cannot listen on " << options.host << ":" << options.port
-                  << ": " << e.code().message() << std::endl;
+        std::cerr << "task_server: cannot listen on " << options.host << ":" << options.port << ": "
+                  << e.code().message() << std::endl;
         co_return 1;
     }
     auto const port = std::to_string(manager.local_port());
@@ -194,16 +205,18 @@ int main(int argc, char** argv) {
     asio::signal_set signals(io, SIGINT, SIGTERM);
     try {
         Manager manager(options);  // owns its io_context and network thread(s)
-        task_server::TaskService service(io, manager, {.history = 200,
-                                                       .max_running = settings.max_running});
+        task_server::TaskService service(io, manager,
+                                         {.history = 200, .max_running = settings.max_running});
         task_server::StepProcessor processor(service.notifier());
         service.set_runner([&processor](std::shared_ptr<task_server::Task> task) {
             return processor.run(std::move(task));
         });
-        // Both run on the manager's threads; both only touch thread-safe TaskService members.
+        // These run on the manager's threads; they only touch thread-safe TaskService members.
         manager.on_http(task_server::HttpApi(service, web_root));
-        manager.on_cancel([&service](wsmanager::CancelRequest const& request) {
-            on_cancel(service, request);
+        manager.on_cancel(
+            [&service](wsmanager::CancelRequest const& request) { on_cancel(service, request); });
+        manager.on_subscribe([&service](std::string const& user_id, std::string const& topic) {
+            return may_subscribe(service, user_id, topic);
         });
 
         int exit_code = 1;

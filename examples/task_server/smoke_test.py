@@ -4,8 +4,9 @@
     python3 smoke_test.py <path/to/task_server>
 
 Starts `task_server --port 0`, connects as alice (Python's websockets, subprotocol
-wsmanager.v1), starts the sample task over HTTP, answers its two questions (retry the failed
-step, then proceed with feedback), checks it completes; starts a long task and cancels it with
+wsmanager.v1), starts the sample task over HTTP, subscribes to its topic (and is refused a
+topic of no task of hers), answers its two questions (retry the failed step, then proceed with
+feedback), checks it completes; starts a long task and cancels it with
 a `cancel` frame (GET /api/tasks then says `cancelled`); sends SIGTERM and checks the server
 closes the connection with 1001 and exits 0. Bounded to 60 s. Prints `N passed, M failed`.
 """
@@ -101,6 +102,15 @@ async def run(binary):
                                                    {"user_id": "alice", "sample": True})
             task_id = body.get("task_id")
             check("POST the sample task -> 201", status == 201 and task_id, str(body))
+
+            await ws.send(json.dumps({"action": "subscribe", "topic": f"task:{task_id}"}))
+            reply = await next_frame(ws, "subscribed")
+            check("alice may subscribe to her task's topic", reply["topic"] == f"task:{task_id}",
+                  str(reply))
+            await ws.send(json.dumps({"action": "subscribe", "topic": "task:t999-00000000"}))
+            reply = await next_frame(ws, "error")
+            check("a topic of no task of hers is forbidden", reply["code"] == "forbidden",
+                  str(reply))
 
             question = await next_frame(ws, "task_step_result", task_id)
             check("the failed step asks whether to retry",

@@ -30,6 +30,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+
 #include <wsmanager/wsmanager.hpp>
 
 #include "json.hpp"
@@ -76,7 +77,8 @@ private:
 
     asio::awaitable<Outcome> run_steps(Task& task) {
         auto const& definition = task.definition();
-        co_await notifier_.update(task.update([](TaskSnapshot& s) { s.state = TaskState::running; }));
+        co_await notifier_.update(
+            task.update([](TaskSnapshot& s) { s.state = TaskState::running; }));
         co_await notifier_.log(task, "info", "Started");
         auto const count = static_cast<int>(definition.steps.size());
         for (int index = 0; index < count; ++index) {
@@ -118,10 +120,10 @@ private:
                                        step.error_code + ": " + step.error_message + " (attempt " +
                                            std::to_string(attempt) + ")");
                 if (attempt >= step.max_attempts) {
-                    co_return Outcome{TaskState::failed,
-                                      "step \"" + step.name + "\" failed " +
-                                          std::to_string(attempt) + " time(s)",
-                                      step.error_code, step.error_message};
+                    co_return Outcome{
+                        TaskState::failed,
+                        "step \"" + step.name + "\" failed " + std::to_string(attempt) + " time(s)",
+                        step.error_code, step.error_message};
                 }
                 wsmanager::TaskStepResult failure;
                 failure.step = step.name;
@@ -148,7 +150,8 @@ private:
             s.error_code = question.error_code;
             s.error_message = question.error_message;
         }));
-        co_await notifier_.log(task, "info", "Waiting for " + task.user_id() + ": " + question.message);
+        co_await notifier_.log(task, "info",
+                               "Waiting for " + task.user_id() + ": " + question.message);
         auto& manager = notifier_.manager();
         int const step_number = index + 1;
         auto const& timeout = task.definition().confirm_timeout;
@@ -168,9 +171,8 @@ private:
         }
         co_await notifier_.log(task, answer.proceed ? "info" : "warning", "Answer: " + text);
         if (answer.proceed) {
-            co_await notifier_.update(task.update([](TaskSnapshot& s) {
-                s.state = TaskState::running;
-            }));
+            co_await notifier_.update(
+                task.update([](TaskSnapshot& s) { s.state = TaskState::running; }));
         }
         co_return answer;
     }
@@ -186,7 +188,8 @@ private:
                 return {TaskState::cancelled, "user went offline at step \"" + step + "\""};
             case ConfirmationReason::cancelled:
                 return {TaskState::cancelled, "cancelled at step \"" + step + "\""};
-            case ConfirmationReason::user: break;
+            case ConfirmationReason::user:
+                break;
         }
         return {TaskState::cancelled, "refused at step \"" + step + "\""};
     }
@@ -200,10 +203,10 @@ private:
         if (step.work < definition.heartbeat_interval) {
             co_return co_await simulate(task, index, attempt);
         }
-        auto const result = co_await (
-            simulate(task, index, attempt) ||
-            notifier_.manager().send_heartbeat(task.user_id(), task.id(),
-                                               definition.heartbeat_interval));
+        auto const result =
+            co_await (simulate(task, index, attempt) ||
+                      notifier_.manager().send_heartbeat(task.user_id(), task.id(),
+                                                         definition.heartbeat_interval));
         // send_heartbeat never succeeds (it runs until cancelled), so the work finished first.
         co_return std::get<0>(result);
     }
@@ -228,19 +231,16 @@ private:
             throw_if_cancel_requested(task);
             auto const done =
                 std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
-            double const fraction =
-                step.work.count() == 0
-                    ? 1.0
-                    : std::min(1.0, static_cast<double>(done.count()) /
-                                        static_cast<double>(step.work.count()));
-            co_await notifier_.update(task.update([&](TaskSnapshot& s) {
-                s.progress = progress_at(definition, index, fraction);
-            }));
+            double const fraction = step.work.count() == 0
+                                        ? 1.0
+                                        : std::min(1.0, static_cast<double>(done.count()) /
+                                                            static_cast<double>(step.work.count()));
+            co_await notifier_.update(task.update(
+                [&](TaskSnapshot& s) { s.progress = progress_at(definition, index, fraction); }));
         }
         if (step.work.count() == 0 && !fails) {
-            co_await notifier_.update(task.update([&](TaskSnapshot& s) {
-                s.progress = progress_at(definition, index, 1.0);
-            }));
+            co_await notifier_.update(task.update(
+                [&](TaskSnapshot& s) { s.progress = progress_at(definition, index, 1.0); }));
         }
         co_return !fails;
     }
@@ -273,7 +273,8 @@ private:
         double total = 0;
         double done = 0;
         for (std::size_t i = 0; i < definition.steps.size(); ++i) {
-            double const weight = std::max<double>(1.0, static_cast<double>(definition.steps[i].work.count()));
+            double const weight =
+                std::max<double>(1.0, static_cast<double>(definition.steps[i].work.count()));
             total += weight;
             if (static_cast<int>(i) < index) done += weight;
             if (static_cast<int>(i) == index) done += weight * fraction;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <asio/cancellation_signal.hpp>
+
 #include <wsmanager/message.hpp>
 
 #include "json.hpp"
@@ -32,12 +33,18 @@ enum class TaskState { queued, running, waiting_confirmation, completed, failed,
 
 constexpr std::string_view to_string(TaskState state) noexcept {
     switch (state) {
-        case TaskState::queued: return "queued";
-        case TaskState::running: return "running";
-        case TaskState::waiting_confirmation: return "waiting_confirmation";
-        case TaskState::completed: return "completed";
-        case TaskState::failed: return "failed";
-        case TaskState::cancelled: return "cancelled";
+        case TaskState::queued:
+            return "queued";
+        case TaskState::running:
+            return "running";
+        case TaskState::waiting_confirmation:
+            return "waiting_confirmation";
+        case TaskState::completed:
+            return "completed";
+        case TaskState::failed:
+            return "failed";
+        case TaskState::cancelled:
+            return "cancelled";
     }
     return "unknown";
 }

@@ -84,9 +84,11 @@ inline rapidjson::Value const* find(Object const& object, char const* name) {
 }
 
 /// A string field of 1..max_bytes bytes of clean UTF-8; absent -> nullopt (when optional).
-inline std::variant<std::optional<std::string>, DefinitionError> text(
-    Object const& object, char const* name, std::string const& where, bool required,
-    std::size_t max_bytes) {
+inline std::variant<std::optional<std::string>, DefinitionError> text(Object const& object,
+                                                                      char const* name,
+                                                                      std::string const& where,
+                                                                      bool required,
+                                                                      std::size_t max_bytes) {
     auto const* value = find(object, name);
     if (value == nullptr) {
         if (required) return DefinitionError{where + "." + name + " is required"};
@@ -125,8 +127,8 @@ inline std::variant<TaskDefinition, DefinitionError> parse_task_definition(
     namespace d = definition_detail;
     if (!json.IsObject()) return DefinitionError{"task must be a JSON object"};
     auto const task = json.GetObject();
-    if (auto e = d::check_fields(task, "task", {"name", "steps", "heartbeat_ms",
-                                                "confirm_timeout_ms"})) {
+    if (auto e = d::check_fields(task, "task",
+                                 {"name", "steps", "heartbeat_ms", "confirm_timeout_ms"})) {
         return *e;
     }
     TaskDefinition definition;
@@ -137,7 +139,9 @@ inline std::variant<TaskDefinition, DefinitionError> parse_task_definition(
 
     auto heartbeat = d::integer(task, "heartbeat_ms", "task", false, 200, 60000);
     if (auto* e = std::get_if<DefinitionError>(&heartbeat)) return *e;
-    if (auto v = std::get<0>(heartbeat)) definition.heartbeat_interval = std::chrono::milliseconds(*v);
+    if (auto v = std::get<0>(heartbeat)) {
+        definition.heartbeat_interval = std::chrono::milliseconds(*v);
+    }
 
     auto timeout = d::integer(task, "confirm_timeout_ms", "task", false, 1000, 3600000);
     if (auto* e = std::get_if<DefinitionError>(&timeout)) return *e;
@@ -153,10 +157,10 @@ inline std::variant<TaskDefinition, DefinitionError> parse_task_definition(
         auto const& json_step = (*steps)[i];
         if (!json_step.IsObject()) return DefinitionError{where + " must be a JSON object"};
         auto const object = json_step.GetObject();
-        if (auto e = d::check_fields(object, where,
-                                     {"name", "work_ms", "confirm", "fail_first_attempt",
-                                      "fail_attempts", "max_attempts", "error_code",
-                                      "error_message"})) {
+        if (auto e =
+                d::check_fields(object, where,
+                                {"name", "work_ms", "confirm", "fail_first_attempt",
+                                 "fail_attempts", "max_attempts", "error_code", "error_message"})) {
             return *e;
         }
         StepDefinition step;
@@ -173,14 +177,17 @@ inline std::variant<TaskDefinition, DefinitionError> parse_task_definition(
         step.confirm = std::get<0>(confirm);
 
         if (auto const* first = d::find(object, "fail_first_attempt")) {
-            if (!first->IsBool()) return DefinitionError{where + ".fail_first_attempt must be a boolean"};
+            if (!first->IsBool()) {
+                return DefinitionError{where + ".fail_first_attempt must be a boolean"};
+            }
             step.fail_attempts = first->GetBool() ? 1 : 0;
         }
         auto fails = d::integer(object, "fail_attempts", where, false, 0, 10);
         if (auto* e = std::get_if<DefinitionError>(&fails)) return *e;
         if (auto v = std::get<0>(fails)) {
             if (d::find(object, "fail_first_attempt") != nullptr) {
-                return DefinitionError{where + ": give fail_first_attempt or fail_attempts, not both"};
+                return DefinitionError{where +
+                                       ": give fail_first_attempt or fail_attempts, not both"};
             }
             step.fail_attempts = static_cast<int>(*v);
         }
@@ -224,7 +231,8 @@ inline void write_definition(JsonOut& out, TaskDefinition const& definition) {
     out.begin_object().field("name", definition.name);
     out.field("heartbeat_ms", static_cast<std::int64_t>(definition.heartbeat_interval.count()));
     if (definition.confirm_timeout) {
-        out.field("confirm_timeout_ms", static_cast<std::int64_t>(definition.confirm_timeout->count()));
+        out.field("confirm_timeout_ms",
+                  static_cast<std::int64_t>(definition.confirm_timeout->count()));
     }
     out.key("steps").begin_array();
     for (auto const& step : definition.steps) {

@@ -13,10 +13,14 @@
 // every frame sent about a task - happens on the host's io_context (one thread), which is
 // therefore the service's strand: callers on other threads post to it.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
+#include <exception>
 #include <functional>
+#include <iostream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -36,6 +40,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+
 #include <wsmanager/wsmanager.hpp>
 
 #include "json.hpp"
@@ -88,7 +93,8 @@ public:
     Manager& manager() noexcept { return manager_; }
 
 private:
-    asio::awaitable<void> send(std::string user_id, std::string task_id, wsmanager::Message message) {
+    asio::awaitable<void> send(std::string user_id, std::string task_id,
+                               wsmanager::Message message) {
         co_await manager_.send_to_user(std::move(user_id), message);
         co_await manager_.publish(wsmanager::protocol::task_topic(task_id), message);
     }
@@ -99,7 +105,7 @@ private:
 class TaskService {
 public:
     struct Limits {
-        std::size_t history = 200;   ///< tasks kept, finished ones evicted oldest first
+        std::size_t history = 200;    ///< tasks kept, finished ones evicted oldest first
         std::size_t max_running = 4;  ///< tasks that run at once; the others wait, queued
     };
 
@@ -141,8 +147,8 @@ public:
             if (order_.size() >= limits_.history) {
                 return Refusal{503, "busy", "Too many unfinished tasks; try again later"};
             }
-            task = std::make_shared<Task>(next_id_locked(), std::move(user_id),
-                                          std::move(definition));
+            task =
+                std::make_shared<Task>(next_id_locked(), std::move(user_id), std::move(definition));
             order_.push_back(task);
             by_id_.emplace(task->id(), task);
         }
@@ -191,9 +197,9 @@ public:
                 if (!task->is_final()) unfinished.push_back(task);
             }
         }
-        co_await notifier_.notice("warning", "Server shutting down: " +
-                                                 std::to_string(unfinished.size()) +
-                                                 " unfinished task(s) will be cancelled");
+        co_await notifier_.notice("warning",
+                                  "Server shutting down: " + std::to_string(unfinished.size()) +
+                                      " unfinished task(s) will be cancelled");
         for (auto const& task : unfinished) {
             if (task->request_cancel(reason)) interrupt(task);
         }
@@ -219,7 +225,8 @@ private:
                                    std::to_string(task->definition().steps.size()) + " step(s)");
         auto const active = count_unfinished();
         co_await notifier_.notice("info", task->user_id() + " started a task (" +
-                                              std::to_string(active) + " unfinished on this server)");
+                                              std::to_string(active) +
+                                              " unfinished on this server)");
         --admitting_;
         if (task->cancel_requested()) {
             co_await finish_unstarted(task);
@@ -243,21 +250,20 @@ private:
     void launch(std::shared_ptr<Task> task) {
         running_.insert(task);
         auto& signal = task->cancel_signal();
-        asio::co_spawn(io_, runner_(task),
-                       asio::bind_cancellation_slot(
-                           signal.slot(), [this, task](std::exception_ptr error) {
-                               if (error) {
-                                   try {
-                                       std::rethrow_exception(error);
-                                   } catch (std::exception const& e) {
-                                       std::cerr << "task_server: task " << task->id()
-                                                 << " ended with an exception: " << e.what()
-                                                 << std::endl;
-                                   }
-                               }
-                               running_.erase(task);
-                               pump();
-                           }));
+        asio::co_spawn(
+            io_, runner_(task),
+            asio::bind_cancellation_slot(signal.slot(), [this, task](std::exception_ptr error) {
+                if (error) {
+                    try {
+                        std::rethrow_exception(error);
+                    } catch (std::exception const& e) {
+                        std::cerr << "task_server: task " << task->id()
+                                  << " ended with an exception: " << e.what() << std::endl;
+                    }
+                }
+                running_.erase(task);
+                pump();
+            }));
     }
 
     /// Interrupts a task whose cancel flag is set: a queued one ends at once, a running one

@@ -54,10 +54,10 @@ public:
     void write(level channel, std::string const& text) { write(channel, text.c_str()); }
     void write(level channel, char const* text) {
         if (!dynamic_test(channel) || !target_) return;
-        // stop_listening() cancels the pending accept, which websocketpp reports as an error.
-        if (error_channel_ && std::string_view(text).find("Operation aborted") != std::string_view::npos) {
-            channel = websocketpp::log::elevel::devel;
-        }
+        // websocketpp reports what clients do as errors: a refused handshake, a connection
+        // closed before upgrading (a load balancer's TCP check), the accept cancelled by
+        // stop_listening(). The manager logs and counts those itself; here they are debug.
+        if (error_channel_ && is_client_noise(text)) channel = websocketpp::log::elevel::devel;
         target_->write(level_of(channel), error_channel_ ? "websocketpp_error" : "websocketpp",
                        text);
     }
@@ -68,6 +68,14 @@ public:
     }
 
 private:
+    static bool is_client_noise(std::string_view text) {
+        for (std::string_view pattern : {"Operation aborted", "Handshake ended with HTTP error",
+                                         "handle_read_handshake error", "End of File"}) {
+            if (text.find(pattern) != std::string_view::npos) return true;
+        }
+        return false;
+    }
+
     LogLevel level_of(level channel) const {
         if (!error_channel_) return LogLevel::debug;
         namespace el = websocketpp::log;

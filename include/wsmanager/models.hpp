@@ -18,6 +18,10 @@ enum class ConfirmationReason {
     disconnected,  ///< the user's last connection went away and the host asked to give up
 };
 
+inline constexpr std::size_t confirmation_reason_count = 5;
+static_assert(static_cast<std::size_t>(ConfirmationReason::disconnected) + 1 ==
+              confirmation_reason_count);
+
 constexpr std::string_view to_string(ConfirmationReason reason) noexcept {
     switch (reason) {
         case ConfirmationReason::user: return "user";
@@ -64,7 +68,7 @@ struct Status {
     double uptime_s = 0;  ///< since the last successful start_server; 0 while stopped
     std::uint16_t port = 0;  ///< the bound port while running
     std::uint64_t connections_opened = 0;    ///< connections that completed the handshake
-    std::uint64_t connections_rejected = 0;  ///< refused: limit, authentication, origin
+    std::uint64_t connections_rejected = 0;  ///< refused: limit, auth, origin, failed handshake
     std::uint64_t messages_sent = 0;         ///< frames handed to a connection
     std::uint64_t messages_failed = 0;       ///< frames that could not be (closed, overflow)
     std::uint64_t messages_received = 0;     ///< client frames

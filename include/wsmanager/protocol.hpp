@@ -27,6 +27,9 @@ inline constexpr std::string_view subprotocol = "wsmanager.v1";
 enum class ErrorCode { invalid_json, unknown_action, bad_request, unknown_callback, forbidden,
                        rate_limited, internal };
 
+inline constexpr std::size_t error_code_count = 7;
+static_assert(static_cast<std::size_t>(ErrorCode::internal) + 1 == error_code_count);
+
 constexpr std::string_view to_string(ErrorCode code) noexcept {
     switch (code) {
         case ErrorCode::invalid_json: return "invalid_json";

@@ -7,9 +7,6 @@
 //
 // Every wait is bounded (polls with a deadline), never a sleep that hopes.
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -40,6 +37,8 @@
 #include <asio/write.hpp>
 #include <catch2/catch.hpp>
 #include <rapidjson/document.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.hpp"
 
@@ -58,8 +57,8 @@ namespace {
 // ---- a tiny HTTP/1.1 client on a raw asio socket ------------------------------------------
 
 struct HttpReply {
-    int status = 0;       ///< 0 on a transport error or timeout (see error)
-    std::string head;     ///< status line and headers
+    int status = 0;    ///< 0 on a transport error or timeout (see error)
+    std::string head;  ///< status line and headers
     std::string body;
     std::string error;
 
@@ -84,11 +83,12 @@ HttpReply http_request(std::uint16_t port, std::string const& method, std::strin
                        std::string const& body = {},
                        std::chrono::milliseconds timeout = default_wait) {
     HttpReply reply;
-    std::string request = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" +
-                          std::to_string(port) + "\r\nConnection: close\r\n";
+    std::string request = method + " " + target +
+                          " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+                          "\r\nConnection: close\r\n";
     if (method != "GET" && method != "HEAD") {
-        request += "Content-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
-                   "\r\n";
+        request +=
+            "Content-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
     }
     request += "\r\n" + body;
 
@@ -231,15 +231,17 @@ PromtoolVerdict promtool_check_metrics(std::string const& text) {
         verdict.output = "mkstemp failed";
         return verdict;
     }
-    bool const written = ::write(fd, text.data(), text.size()) ==
-                         static_cast<::ssize_t>(text.size());
+    bool const written =
+        ::write(fd, text.data(), text.size()) == static_cast<::ssize_t>(text.size());
     ::close(fd);
     if (written) {
         auto const command = "'" + promtool_command() + "' check metrics < '" + pattern + "' 2>&1";
         if (std::FILE* pipe = ::popen(command.c_str(), "r")) {
             char buffer[512];
             std::size_t n = 0;
-            while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) verdict.output.append(buffer, n);
+            while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) {
+                verdict.output.append(buffer, n);
+            }
             int const status = ::pclose(pipe);
             verdict.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         }
@@ -251,9 +253,10 @@ PromtoolVerdict promtool_check_metrics(std::string const& text) {
 /// Checks the exposition with promtool, or warns that it cannot.
 void check_with_promtool(std::string const& text) {
     if (!promtool_available()) {
-        WARN("promtool not found (install Debian's prometheus package, see "
-             "scripts/install-observability-deps.sh, or set WSMANAGER_PROMTOOL): "
-             "skipping `promtool check metrics`");
+        WARN(
+            "promtool not found (install Debian's prometheus package, see "
+            "scripts/install-observability-deps.sh, or set WSMANAGER_PROMTOOL): "
+            "skipping `promtool check metrics`");
         return;
     }
     auto const verdict = promtool_check_metrics(text);
@@ -461,8 +464,8 @@ TEST_CASE("observability: /metrics counters move by exactly what happened", "[me
     REQUIRE(a1.expect("pong"));
 
     // A confirmation that alice answers: pending while she thinks.
-    auto answered = manager.notify_user(step_needing_confirmation(), "alice", "task-a", 1,
-                                        asio::use_future);
+    auto answered =
+        manager.notify_user(step_needing_confirmation(), "alice", "task-a", 1, asio::use_future);
     auto request = a1.expect("task_step_result");
     REQUIRE(request);
     REQUIRE(a2.expect("task_step_result"));
@@ -493,7 +496,8 @@ TEST_CASE("observability: /metrics counters move by exactly what happened", "[me
         manager.send_heartbeat(
             "carol", "task-c", std::chrono::hours(1),
             asio::bind_cancellation_slot(
-                signal.slot(), asio::bind_executor(host.executor(), [&beat_ended](std::error_code ec) {
+                signal.slot(),
+                asio::bind_executor(host.executor(), [&beat_ended](std::error_code ec) {
                     beat_ended.set_value(ec);
                 })));
         REQUIRE(c1.expect("heartbeat"));
@@ -509,7 +513,7 @@ TEST_CASE("observability: /metrics counters move by exactly what happened", "[me
         {&a2, 1 + broadcasts + 1 + 2},      // + direct, request + resolved
         {&b1, 1 + 1 + broadcasts + 1 + 2},  // + subscribed, headline, request + resolved
         {&c1, 1 + broadcasts + 3 + 1},      // + three errors, heartbeat
-        {&anon, 1 + 1 + broadcasts + 1},   // + subscribed, headline
+        {&anon, 1 + 1 + broadcasts + 1},    // + subscribed, headline
     };
     std::size_t frames_expected = 0;
     for (auto const& [client, count] : expected_frames) {

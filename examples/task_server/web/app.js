@@ -117,7 +117,7 @@
     node.dataset.taskId = id;
     node.querySelector('.cancel').addEventListener('click', () => cancelTask(id));
     node.querySelector('.review').addEventListener('click', () => reviewTask(id));
-    entry = { snapshot: null, node, lastSeq: 0 };
+    entry = { snapshot: null, node, lastSeq: 0, firstSeen: Date.now() };
     app.tasks.set(id, entry);
     el.list.prepend(node);
     el.empty.hidden = true;
@@ -185,6 +185,7 @@
   }
 
   async function refreshTasks() {
+    const started = Date.now();
     try {
       const tasks = await api('GET', `/api/tasks?user_id=${encodeURIComponent(userId)}&log=1`);
       // Oldest first, so that prepending leaves the newest on top.
@@ -192,6 +193,15 @@
         applySnapshot(task);
         for (const line of task.log || []) appendLog(task.id, line);
       }
+      // Cards the server no longer has (it restarted, or dropped them from its history).
+      const known = new Set(tasks.map((task) => task.id));
+      for (const [id, entry] of app.tasks) {
+        if (!known.has(id) && entry.firstSeen < started) {
+          entry.node.remove();
+          app.tasks.delete(id);
+        }
+      }
+      el.empty.hidden = app.tasks.size > 0;
     } catch (error) {
       showNotice('error', `Could not load tasks: ${error.message}`);
     }
@@ -515,6 +525,14 @@
     event.preventDefault();
     if (app.shown !== null) app.deferred.add(app.shown);
     closeDialog();
+  });
+  // Closed by the browser itself (e.g. Escape pressed twice): the same as "Later".
+  el.dialog.addEventListener('close', () => {
+    if (app.shown === null) return;
+    app.deferred.add(app.shown);
+    app.shown = null;
+    clearInterval(app.countdownTimer);
+    updateReviewButtons();
   });
   $('notice-close').addEventListener('click', () => { el.notice.hidden = true; });
   window.addEventListener('online', () => { if (!app.ws) connect(); });

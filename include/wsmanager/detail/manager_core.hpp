@@ -77,6 +77,7 @@ public:
           strand_(asio::make_strand(context.get_executor())),
           keepalive_timer_(strand_) {
         options_.validate();
+        counters_.max_connections = options_.max_connections;
         server_.get_alog().attach(logger_);
         server_.get_elog().attach(logger_);
         server_.clear_access_channels(websocketpp::log::alevel::all);
@@ -1254,7 +1255,7 @@ private:
     /// GET /healthz, /readyz, /metrics, /status; false for any other request.
     bool serve_builtin_http(connection_ptr const& con, std::string const& path) {
         auto const& method = con->get_request().get_method();
-        if (method != "GET" && method != "HEAD") return false;
+        if (method != "GET") return false;
         bool const running = counters_.running.load(std::memory_order_relaxed);
         if (path == "/healthz") {
             // Liveness is the event loop answering: the reply comes from the manager strand.

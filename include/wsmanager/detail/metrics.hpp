@@ -32,8 +32,8 @@ public:
         std::size_t i = 0;
         while (i < N && value > bounds_[i]) ++i;
         buckets_[i].fetch_add(1, std::memory_order_relaxed);
-        // Sum in microseconds, so it stays an integer atomic.
-        sum_us_.fetch_add(static_cast<std::uint64_t>(value * 1e6), std::memory_order_relaxed);
+        // Sum in nanoseconds, so it stays an integer atomic and short fan-outs still add up.
+        sum_ns_.fetch_add(static_cast<std::uint64_t>(value * 1e9), std::memory_order_relaxed);
     }
 
     void render(std::string& out, std::string_view name) const {
@@ -54,7 +54,7 @@ public:
         }
         std::snprintf(line, sizeof line, "%.*s_sum %.6f\n%.*s_count %llu\n",
                       static_cast<int>(name.size()), name.data(),
-                      static_cast<double>(sum_us_.load(std::memory_order_relaxed)) / 1e6,
+                      static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9,
                       static_cast<int>(name.size()), name.data(),
                       static_cast<unsigned long long>(cumulative));
         out += line;
@@ -63,7 +63,7 @@ public:
 private:
     std::array<double, N> bounds_;
     std::array<std::atomic<std::uint64_t>, N + 1> buckets_{};
-    std::atomic<std::uint64_t> sum_us_{0};
+    std::atomic<std::uint64_t> sum_ns_{0};
 };
 
 /// Why a connection was refused (wsmanager_connections_rejected_total{reason}).
@@ -102,6 +102,7 @@ struct manager_counters {
     std::atomic<std::size_t> pending_callbacks{0};
     std::atomic<std::size_t> pending_confirmations{0};
     std::atomic<std::size_t> running_heartbeats{0};
+    std::size_t max_connections = 0;  ///< set once, before start
 
     std::atomic<std::uint64_t> connections_opened{0};
     std::atomic<std::uint64_t> connections_rejected{0};
@@ -116,10 +117,12 @@ struct manager_counters {
     std::atomic<std::uint64_t> messages_received{0};
     std::atomic<std::uint64_t> bytes_received{0};
     std::atomic<std::uint64_t> frames_rejected{0};
-    std::array<std::atomic<std::uint64_t>, 7> frames_rejected_by_code{};  ///< by protocol::ErrorCode
+    std::array<std::atomic<std::uint64_t>, protocol::error_code_count>
+        frames_rejected_by_code{};  ///< by protocol::ErrorCode
     std::atomic<std::uint64_t> heartbeats_sent{0};
     std::atomic<std::uint64_t> confirmations_ended{0};
-    std::array<std::atomic<std::uint64_t>, 5> confirmations_by_reason{};  ///< by ConfirmationReason
+    std::array<std::atomic<std::uint64_t>, confirmation_reason_count>
+        confirmations_by_reason{};  ///< by ConfirmationReason
     std::atomic<std::int64_t> confirmation_wait_total_us{0};
     std::atomic<std::uint64_t> acks_received{0};
 
@@ -210,6 +213,9 @@ inline std::string manager_counters::render_prometheus() const {
 
     single(out, "wsmanager_connections_active", "gauge", "Open WebSocket connections.",
            active_connections.load(relaxed));
+    single(out, "wsmanager_connections_max", "gauge",
+           "Options::max_connections: connections over it are closed with 1013.",
+           max_connections);
     single(out, "wsmanager_users_online", "gauge", "Users with at least one open connection.",
            users_online.load(relaxed));
     single(out, "wsmanager_topics", "gauge", "Topics with at least one subscriber.",
@@ -276,7 +282,7 @@ inline std::string manager_counters::render_prometheus() const {
     broadcast_fanout_seconds.render(out, "wsmanager_broadcast_fanout_seconds");
     single(out, "wsmanager_heartbeats_running", "gauge", "send_heartbeat operations running.",
            running_heartbeats.load(relaxed));
-    single(out, "wsmanager_heartbeats_sent_total", "counter", "Heartbeat frames sent (per call).",
+    single(out, "wsmanager_heartbeats_sent_total", "counter", "Heartbeat ticks (one per interval per send_heartbeat, whatever the connection count).",
            heartbeats_sent.load(relaxed));
     single(out, "wsmanager_acks_received_total", "counter", "Client acks for send_with_ack.",
            acks_received.load(relaxed));
