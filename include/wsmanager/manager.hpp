@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
+#include <concepts>
+#include <type_traits>
 #include <functional>
 #include <future>
 #include <memory>
@@ -312,11 +314,25 @@ public:
     std::uint16_t local_port() const noexcept { return core_->local_port(); }
 
     /**
-     * Registers the handler for a user's `cancel` action. Runs on the manager strand with
-     * the requesting user; keep it short (signal your task, do not wait for it).
+     * Registers the handler for a user's `cancel` action: `void(CancelRequest const&)`, or
+     * `bool(CancelRequest const&)` to refuse (false, or an exception, answers `forbidden`
+     * and nothing is cancelled). Runs on the manager strand with the requesting user; keep
+     * it short (signal your task, do not wait for it). After it agrees, the task's pending
+     * confirmations end with reason `cancelled`, its heartbeats stop, and `task_cancelled`
+     * goes to the user and to subscribers of `task:<task_id>`.
      */
-    void on_cancel(std::function<void(CancelRequest const&)> handler) {
-        core_->set_cancel_handler(std::move(handler));
+    template <class Handler>
+        requires std::invocable<Handler&, CancelRequest const&>
+    void on_cancel(Handler handler) {
+        using result = std::invoke_result_t<Handler&, CancelRequest const&>;
+        if constexpr (std::is_convertible_v<result, bool>) {
+            core_->set_cancel_handler(std::move(handler));
+        } else {
+            core_->set_cancel_handler([handler = std::move(handler)](CancelRequest const& request) {
+                handler(request);
+                return true;
+            });
+        }
     }
 
     /**

@@ -20,8 +20,10 @@ namespace {
 class Watchdog {
 public:
     static Watchdog& instance() {
-        static Watchdog watchdog;
-        return watchdog;
+        // Never destroyed: its thread waits on the condition variable until the process
+        // ends, and destroying a condition variable that has a waiter blocks (glibc).
+        static Watchdog* const watchdog = new Watchdog;
+        return *watchdog;
     }
 
     void arm(std::string name) {

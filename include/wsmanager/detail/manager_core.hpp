@@ -37,6 +37,7 @@
 #include <wsmanager/detail/random_id.hpp>
 #include <wsmanager/detail/jwt.hpp>
 #include <wsmanager/detail/uri.hpp>
+#include <wsmanager/detail/utf8.hpp>
 #include <wsmanager/error.hpp>
 #include <wsmanager/handshake.hpp>
 #include <wsmanager/http.hpp>
@@ -251,7 +252,8 @@ public:
                 std::move(done).complete(std::error_code(error::not_running));
                 return;
             }
-            if (interval.count() <= 0 || user_id.empty() || task_id.empty()) {
+            if (interval.count() <= 0 || user_id.empty() || task_id.empty() ||
+                !is_valid_utf8(user_id) || !is_valid_utf8(task_id)) {
                 std::move(done).complete(std::error_code(asio::error::invalid_argument));
                 return;
             }
@@ -318,7 +320,7 @@ public:
         });
     }
 
-    void set_cancel_handler(std::function<void(CancelRequest const&)> handler) {
+    void set_cancel_handler(std::function<bool(CancelRequest const&)> handler) {
         post_to_strand([self = this->shared_from_this(), handler = std::move(handler)]() mutable {
             self->cancel_handler_ = std::move(handler);
         });
@@ -599,6 +601,10 @@ private:
             verdict = AuthResult::reject("Authentication failed", 500);
         }
         if (!verdict.accepted) return refuse(con, verdict, reject_reason::auth);
+        if (!is_valid_utf8(verdict.user_id)) {
+            return refuse(con, AuthResult::reject("The user id must be valid UTF-8", 400),
+                          reject_reason::handshake);
+        }
         con->user_id = std::move(verdict.user_id);
         con->connection_id = next_connection_id_.fetch_add(1, std::memory_order_relaxed);
         return true;
@@ -865,8 +871,15 @@ private:
             return;
         }
         rapidjson::Document result;
-        result.Parse(entry.result.result.data(), entry.result.result.size());
-        if (result.HasParseError() || entry.user_id.empty()) {
+        result.Parse<rapidjson::kParseValidateEncodingFlag>(entry.result.result.data(),
+                                                            entry.result.result.size());
+        auto const& r = entry.result;
+        bool const text_ok = is_valid_utf8(entry.user_id) && is_valid_utf8(entry.task_id) &&
+                             is_valid_utf8(r.step) && is_valid_utf8(r.message) &&
+                             is_valid_utf8(r.status) &&
+                             is_valid_utf8(r.error_code.value_or("")) &&
+                             is_valid_utf8(r.error_message.value_or(""));
+        if (result.HasParseError() || entry.user_id.empty() || !text_ok) {
             entry.complete(error::invalid_message,
                            UserConfirmation{false, std::nullopt, ConfirmationReason::cancelled});
             return;
@@ -1002,13 +1015,14 @@ private:
         }
         logger_->write(LogLevel::info, "task_cancel_requested", "task " + ask.task_id,
                        con->connection_id, con->user_id);
-        if (cancel_handler_) {
-            try {
-                cancel_handler_(CancelRequest{con->user_id, ask.task_id, con->connection_id});
-            } catch (std::exception const& e) {
-                logger_->write(LogLevel::error, "cancel_handler_failed", e.what(),
-                               con->connection_id, con->user_id);
-            }
+        if (cancel_handler_ &&
+            !authorized(con, [&] {
+                return cancel_handler_(CancelRequest{con->user_id, ask.task_id, con->connection_id});
+            })) {
+            // The host knows tasks the manager does not: its "no" stops everything here.
+            reject_frame(con, protocol::ErrorCode::forbidden, "Cancel refused by the server",
+                         frame.request_id);
+            return;
         }
         cancel_task_now(con->user_id, ask.task_id);
     }
@@ -1362,7 +1376,7 @@ private:
     std::unordered_map<std::string, std::vector<std::uint64_t>> users_;
     std::unordered_map<std::string, std::unordered_set<std::uint64_t>> topics_;
     std::unordered_map<std::string, ActionHandler> action_handlers_;
-    std::function<void(CancelRequest const&)> cancel_handler_;
+    std::function<bool(CancelRequest const&)> cancel_handler_;
     std::function<bool(std::string const&, std::string const&)> subscribe_authorizer_;
     std::vector<std::function<void(std::error_code)>> stop_waiters_;
     confirmation_registry confirmations_;
