@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSL-1.0
 #
-# Installs the dependencies, builds the `minimal` example in build/demo and runs it.
-# Arguments are passed to the example: scripts/demo.sh [args...]
+# Installs the dependencies, builds the task server demo (examples/task_server) in build/demo
+# and runs it on 0.0.0.0:8765 (WEBSOCKET_PORT / WEBSOCKET_HOST override). Arguments go to
+# the server: scripts/demo.sh [--max-running N] ...
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,12 +14,20 @@ bash scripts/install-deps.sh
 cmake -S . -B build/demo \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DWSMANAGER_BUILD_TESTS=OFF \
+    -DWSMANAGER_BUILD_BENCHMARKS=OFF \
     -DWSMANAGER_BUILD_EXAMPLES=ON
-cmake --build build/demo -j2 --target minimal
+cmake --build build/demo -j2 --target task_server
 
-binary="build/demo/examples/minimal/minimal"
+binary="build/demo/examples/task_server/task_server"
 if [[ ! -x "${binary}" ]]; then
-    echo "demo.sh: built target 'minimal' but found no ${binary}" >&2
+    echo "demo.sh: built target 'task_server' but found no ${binary}" >&2
     exit 1
 fi
-exec "${binary}" "$@"
+port="${WEBSOCKET_PORT:-8765}"
+echo
+echo "demo.sh: the task server listens on 0.0.0.0:${port}. Open in a browser:"
+echo "    http://localhost:${port}/?user_id=alice"
+echo "    http://localhost:${port}/?user_id=bob      (a second user sees only their own tasks)"
+echo "Press Ctrl-C to stop (open connections close with 1001)."
+echo
+exec "${binary}" --host "${WEBSOCKET_HOST:-0.0.0.0}" --port "${port}" "$@"
