@@ -64,9 +64,9 @@ wsmanager::Message progress(int percent) {
 asio::awaitable<void> serve_a_task(Manager& manager, asio::steady_timer& host_timer,
                                    int const& ticks) {
     co_await manager.start_server();
-    check(manager.local_port() != 0, "server listening on 127.0.0.1:" +
-                                         std::to_string(manager.local_port()) +
-                                         " (port 0 picked a free one)");
+    check(manager.local_port() != 0,
+          "server listening on 127.0.0.1:" + std::to_string(manager.local_port()) +
+              " (port 0 picked a free one)");
     check(manager.get_status().running, "get_status().running while serving");
 
     asio::steady_timer step(co_await asio::this_coro::executor);
@@ -94,25 +94,23 @@ int main() {
     asio::io_context io;  // the host's, run on the main thread below
 
     // Runs on the host's io_context: no threads of its own. It must not outlive `io`.
-    Manager manager(io.get_executor(),
-                    wsmanager::Options{.host = "127.0.0.1", .port = 0});
+    Manager manager(io.get_executor(), wsmanager::Options{.host = "127.0.0.1", .port = 0});
 
     int ticks = 0;
     asio::steady_timer host_timer(io);
     asio::co_spawn(io, host_ticker(host_timer, ticks), asio::detached);
 
     bool session_done = false;
-    asio::co_spawn(io, serve_a_task(manager, host_timer, ticks),
-                   [&](std::exception_ptr error) {
-                       session_done = true;
-                       if (!error) return;
-                       try {
-                           std::rethrow_exception(error);
-                       } catch (std::exception const& e) {
-                           check(false, std::string("the session threw: ") + e.what());
-                       }
-                       host_timer.cancel();
-                   });
+    asio::co_spawn(io, serve_a_task(manager, host_timer, ticks), [&](std::exception_ptr error) {
+        session_done = true;
+        if (!error) return;
+        try {
+            std::rethrow_exception(error);
+        } catch (std::exception const& e) {
+            check(false, std::string("the session threw: ") + e.what());
+        }
+        host_timer.cancel();
+    });
 
     io.run();  // returns once the session and the host's timer are both done
     check(session_done, "io.run() returned after the session ended");

@@ -146,8 +146,9 @@ asio::awaitable<void> send_demo_messages(Manager& manager) {
         " of their connection(s)");
 
     for (int percent : {25, 50, 75}) {
-        n = co_await manager.publish(std::string(demo_topic),
-                                     progress_message(percent, "step " + std::to_string(percent / 25)));
+        n = co_await manager.publish(
+            std::string(demo_topic),
+            progress_message(percent, "step " + std::to_string(percent / 25)));
         say("published progress " + std::to_string(percent) + "% to " + std::string(demo_topic) +
             " -> " + std::to_string(n) + " subscriber(s)");
     }
@@ -177,8 +178,8 @@ asio::awaitable<void> wait_for_stop(asio::signal_set& signals,
         co_return;
     }
     asio::steady_timer timer(co_await asio::this_coro::executor, *run_for);
-    auto const which = co_await (signals.async_wait(asio::use_awaitable) ||
-                                 timer.async_wait(asio::use_awaitable));
+    auto const which =
+        co_await (signals.async_wait(asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
     say(which.index() == 0 ? "signal received; stopping" : "--run-for elapsed; stopping");
 }
 
@@ -204,11 +205,11 @@ public:
             closed_ = true;
             wake();
         });
-        client_.set_message_handler([this](websocketpp::connection_hdl hdl,
-                                           client_type::message_ptr message) {
-            on_frame(hdl, message->get_payload());
-            wake();
-        });
+        client_.set_message_handler(
+            [this](websocketpp::connection_hdl hdl, client_type::message_ptr message) {
+                on_frame(hdl, message->get_payload());
+                wake();
+            });
     }
 
     void connect(std::string const& uri) {
@@ -279,8 +280,8 @@ private:
 
 asio::awaitable<int> self_test(Manager& manager, self_test_client& client) {
     auto const deadline = steady_clock::now() + self_test_budget - std::chrono::seconds(3);
-    auto const uri = "ws://127.0.0.1:" + std::to_string(manager.local_port()) + "/?user_id=" +
-                     std::string(demo_user);
+    auto const uri = "ws://127.0.0.1:" + std::to_string(manager.local_port()) +
+                     "/?user_id=" + std::string(demo_user);
     say("self-test: connecting " + uri);
     client.connect(uri);
     if (!co_await client.wait_until([&] { return client.subscribed(); }, deadline)) {
@@ -296,8 +297,9 @@ asio::awaitable<int> self_test(Manager& manager, self_test_client& client) {
         deadline);
     client.close();
     if (!received) {
-        say("self-test FAILED: broadcast " + std::string(client.saw("system_notice") ? "ok" : "missing") +
-            ", user message " + (client.saw("notification") ? "ok" : "missing") + ", progress " +
+        say("self-test FAILED: broadcast " +
+            std::string(client.saw("system_notice") ? "ok" : "missing") + ", user message " +
+            (client.saw("notification") ? "ok" : "missing") + ", progress " +
             std::to_string(client.progress_frames()) + "/3 (" + client.failure() + ")");
         co_return 1;
     }

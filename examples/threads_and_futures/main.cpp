@@ -67,10 +67,10 @@ public:
         client_.clear_access_channels(websocketpp::log::alevel::all);
         client_.clear_error_channels(websocketpp::log::elevel::all);
         client_.init_asio();
-        client_.set_message_handler([this](websocketpp::connection_hdl,
-                                           client_type::message_ptr message) {
-            on_frame(message->get_payload());
-        });
+        client_.set_message_handler(
+            [this](websocketpp::connection_hdl, client_type::message_ptr message) {
+                on_frame(message->get_payload());
+            });
         std::error_code ec;
         auto con = client_.get_connection(uri, ec);
         if (ec) throw std::system_error(ec);
@@ -113,9 +113,8 @@ private:
 };
 
 wsmanager::Message counter_message(int thread, int n) {
-    return wsmanager::Message::from_json(R"({"type":"counter","thread":)" +
-                                         std::to_string(thread) + R"(,"n":)" + std::to_string(n) +
-                                         "}");
+    return wsmanager::Message::from_json(R"({"type":"counter","thread":)" + std::to_string(thread) +
+                                         R"(,"n":)" + std::to_string(n) + "}");
 }
 
 }  // namespace
@@ -168,9 +167,8 @@ int main() {
         for (int t = 0; t < sender_threads; ++t) {
             senders.emplace_back([&manager, &queued_total, t] {
                 for (int n = 0; n < messages_per_thread; ++n) {
-                    queued_total += manager.broadcast_message(counter_message(t, n),
-                                                              asio::use_future)
-                                        .get();
+                    queued_total +=
+                        manager.broadcast_message(counter_message(t, n), asio::use_future).get();
                 }
             });
         }
@@ -179,9 +177,9 @@ int main() {
         status_reader.join();
 
         check(queued_total.load() == total_messages,
-              std::to_string(sender_threads) + " threads x " +
-                  std::to_string(messages_per_thread) + " broadcasts queued to " +
-                  std::to_string(queued_total.load()) + " connection(s) in total");
+              std::to_string(sender_threads) + " threads x " + std::to_string(messages_per_thread) +
+                  " broadcasts queued to " + std::to_string(queued_total.load()) +
+                  " connection(s) in total");
         check(client.wait_all(5s), "the client received " + std::to_string(client.broadcasts()) +
                                        " of " + std::to_string(total_messages) + " broadcasts");
         check(max_connections_seen == 1 && polls > 0,

@@ -8,11 +8,15 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <vector>
 #include <string>
 #include <string_view>
 
 #include <websocketpp/config/asio_no_tls.hpp>
 #include <websocketpp/logger/levels.hpp>
+#include <websocketpp/message_buffer/alloc.hpp>
+#include <websocketpp/message_buffer/message.hpp>
 
 #include <wsmanager/log.hpp>
 
@@ -29,6 +33,14 @@ struct connection_data {
     bool awaiting_pong = false;  ///< connection strand: a keepalive ping is in flight
     bool refused = false;        ///< connection strand: the handshake was refused (counted)
     double rate_tokens = -1;     ///< connection strand: frame rate limiter (-1: unused)
+
+    // Frames on their way to the connection's strand (manager_core::send_frame / flush).
+    std::mutex outbox_mutex;
+    std::vector<std::shared_ptr<websocketpp::message_buffer::message<
+        websocketpp::message_buffer::alloc::con_msg_manager>>>
+        outbox;                     ///< guarded by outbox_mutex
+    std::size_t outbox_bytes = 0;   ///< guarded by outbox_mutex
+    bool flush_posted = false;      ///< guarded by outbox_mutex
     std::chrono::steady_clock::time_point rate_refilled{};
 };
 

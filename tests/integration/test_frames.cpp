@@ -156,22 +156,23 @@ TEST_CASE("bad frames get an error and the connection stays usable", "[frames][e
 TEST_CASE("lone surrogate escapes never make the server send invalid UTF-8", "[frames][errors]") {
     Manager manager(test_options());
     start(manager);
-    auto client = connect_client(manager.local_port(), "user_id=alice");
-    REQUIRE(client.hello.has_value());
     for (std::string const frame : {
-             R"({"action":"\udc00","request_id":"s1"})",
-             R"({"action":"subscribe","topic":"\udfff","request_id":"s2"})",
-             R"({"action":"subscribe","topic":"\ud800","request_id":"s3"})",
-             R"({"action":"ping","timestamp":"\udc01","request_id":"s4"})",
+             R"({"action":"\udc00","request_id":"s1"})",                 // unknown_action echoes it
+             R"({"action":"subscribe","topic":"\udfff","request_id":"s2"})",  // subscribed echoes it
+             R"({"action":"subscribe","topic":"\ud800","request_id":"s3"})",  // high, unpaired
+             R"({"action":"ping","timestamp":"\udc01","request_id":"s4"})",  // pong echoes it
+             R"({"action":"ping","request_id":"\udc02"})",                // echoed request_id
          }) {
         INFO("frame: " << frame);
+        auto client = connect_client(manager.local_port(), "user_id=alice");
+        REQUIRE(client.hello.has_value());
         REQUIRE(client->send_text(frame));
         auto reply = client->next_json();
         auto const closed = client->wait_closed(std::chrono::milliseconds(0));
         INFO("closed with " << (closed ? closed->code : 0) << " " << (closed ? closed->reason : ""));
-        REQUIRE(reply.has_value());
-        REQUIRE(client->is_open());
-        CHECK(ping_pong(*client));
+        CHECK(reply.has_value());
+        CHECK(client->is_open());
+        if (client->is_open()) CHECK(ping_pong(*client));
     }
     stop(manager);
 }

@@ -301,7 +301,9 @@ private:
             opened_ = true;
             state_ = state::open;
             http_status_ = static_cast<int>(c->get_response_code());
-            subprotocol_ = c->get_subprotocol();
+            // websocketpp's client never records the negotiated subprotocol
+            // (get_subprotocol() stays empty): read the response header instead.
+            subprotocol_ = c->get_response_header("Sec-WebSocket-Protocol");
             changed_.notify_all();
         });
         con->set_fail_handler([this](websocketpp::connection_hdl hdl) {

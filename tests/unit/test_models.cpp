@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
 // Models (Status::to_json, ConfirmationReason), error codes and the logger.
 
+#include <cstdio>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -127,4 +129,40 @@ TEST_CASE("logger honours its threshold and sink", "[log]") {
     wsmanager::detail::logger off([](wsmanager::LogRecord const&) { FAIL("logged"); },
                                   LogLevel::off);
     off.write(LogLevel::error, "nothing", "threshold off");
+}
+
+TEST_CASE("json_lines_log_sink writes one JSON object per line", "[log]") {
+    using wsmanager::LogLevel;
+    using wsmanager::LogRecord;
+    std::FILE* file = std::tmpfile();
+    REQUIRE(file != nullptr);
+    auto const sink = wsmanager::json_lines_log_sink(file);
+    sink(LogRecord{LogLevel::warning, "ev\"ent", "line1\nline2\t\x01 \\ done", 12, "al\"ice"});
+    sink(LogRecord{LogLevel::info, "plain", "", 0, ""});
+    std::fflush(file);
+    std::rewind(file);
+    std::string text;
+    char buffer[512];
+    while (auto n = std::fread(buffer, 1, sizeof buffer, file)) text.append(buffer, n);
+    std::fclose(file);
+
+    std::istringstream lines(text);
+    std::string line;
+    std::vector<std::string> all;
+    while (std::getline(lines, line)) all.push_back(line);
+    REQUIRE(all.size() == 2);
+
+    auto const first = parse(all[0]);
+    CHECK(std::string(first["level"].GetString()) == "warning");
+    CHECK(std::string(first["event"].GetString()) == "ev\"ent");
+    CHECK(std::string(first["message"].GetString()) == "line1\nline2\t\x01 \\ done");
+    CHECK(first["connection"].GetUint64() == 12);
+    CHECK(std::string(first["user"].GetString()) == "al\"ice");
+    REQUIRE(first["ts"].IsString());
+    CHECK(std::string(first["ts"].GetString()).size() >= 20);  // 2026-01-01T00:00:00.000Z
+
+    auto const second = parse(all[1]);
+    CHECK(std::string(second["level"].GetString()) == "info");
+    CHECK_FALSE(second.HasMember("connection"));  // only when known
+    CHECK_FALSE(second.HasMember("user"));
 }

@@ -26,7 +26,9 @@ std::vector<std::string> const all_variables = {
     "WEBSOCKET_PROCEED_ON_TIMEOUT", "WEBSOCKET_CLOSE_TIMEOUT", "WEBSOCKET_MAX_MESSAGE_SIZE",
     "WEBSOCKET_MAX_SEND_BUFFER", "WEBSOCKET_THREADS",      "WEBSOCKET_AUTH_SECRET",
     "WEBSOCKET_ALLOWED_ORIGINS", "WEBSOCKET_TLS_CERT",     "WEBSOCKET_TLS_KEY",
-    "WEBSOCKET_REDIS_URL",      "WEBSOCKET_LOG_LEVEL",
+    "WEBSOCKET_REDIS_URL",      "WEBSOCKET_LOG_LEVEL",     "WEBSOCKET_RESOLVE_ON_DISCONNECT",
+    "WEBSOCKET_DISCONNECT_GRACE", "WEBSOCKET_MAX_FRAMES_PER_SECOND", "WEBSOCKET_HTTP_ENDPOINTS",
+    "WEBSOCKET_METRICS_ADDRESS", "WEBSOCKET_LOG_FORMAT",
 };
 
 /// Clears every WEBSOCKET_* variable for the test's duration and restores them after.
@@ -120,6 +122,8 @@ TEST_CASE("Options::validate names the setting that makes no sense", "[options]"
         {"threads", [](Options& o) { o.threads = 0; }},
         {"tls_cert", [](Options& o) { o.tls_cert = "cert.pem"; }},
         {"tls_key", [](Options& o) { o.tls_key = "key.pem"; }},
+        {"disconnect_grace", [](Options& o) { o.disconnect_grace = -1ms; }},
+        {"metrics_address", [](Options& o) { o.metrics_address = "no-port"; }},
     };
     for (auto const& c : cases) {
         INFO("setting: " << c.setting);
@@ -140,6 +144,9 @@ TEST_CASE("Options::validate accepts the edge values", "[options]") {
     options.port = 0;
     options.tls_cert = "cert.pem";
     options.tls_key = "key.pem";
+    options.disconnect_grace = 0ms;
+    options.max_frames_per_second = 0;  // no limit
+    options.metrics_address = "[::1]:9100";
     CHECK_NOTHROW(options.validate());
 }
 
@@ -159,6 +166,12 @@ TEST_CASE("Options::from_env with no variable set gives the defaults", "[options
     CHECK(options.max_send_buffer == defaults.max_send_buffer);
     CHECK(options.threads == defaults.threads);
     CHECK(options.log_level == defaults.log_level);
+    CHECK(options.resolve_on_disconnect == defaults.resolve_on_disconnect);
+    CHECK(options.disconnect_grace == defaults.disconnect_grace);
+    CHECK(options.max_frames_per_second == defaults.max_frames_per_second);
+    CHECK(options.http_endpoints == defaults.http_endpoints);
+    CHECK(options.metrics_address == defaults.metrics_address);
+    CHECK(static_cast<bool>(options.log_sink));
 }
 
 TEST_CASE("Options::from_env reads every variable", "[options][env]") {
@@ -180,6 +193,12 @@ TEST_CASE("Options::from_env reads every variable", "[options][env]") {
     env.set("WEBSOCKET_TLS_KEY", "/etc/key.pem");
     env.set("WEBSOCKET_REDIS_URL", "redis://localhost:6379");
     env.set("WEBSOCKET_LOG_LEVEL", "debug");
+    env.set("WEBSOCKET_RESOLVE_ON_DISCONNECT", "yes");
+    env.set("WEBSOCKET_DISCONNECT_GRACE", "2s");
+    env.set("WEBSOCKET_MAX_FRAMES_PER_SECOND", "50");
+    env.set("WEBSOCKET_HTTP_ENDPOINTS", "off");
+    env.set("WEBSOCKET_METRICS_ADDRESS", "127.0.0.1:9100");
+    env.set("WEBSOCKET_LOG_FORMAT", "json");
 
     auto const options = Options::from_env();
     CHECK(options.host == "127.0.0.1");
@@ -199,6 +218,12 @@ TEST_CASE("Options::from_env reads every variable", "[options][env]") {
     CHECK(options.tls_key == "/etc/key.pem");
     CHECK(options.redis_url == "redis://localhost:6379");
     CHECK(options.log_level == wsmanager::LogLevel::debug);
+    CHECK(options.resolve_on_disconnect);
+    CHECK(options.disconnect_grace == 2s);
+    CHECK(options.max_frames_per_second == 50);
+    CHECK_FALSE(options.http_endpoints);
+    CHECK(options.metrics_address == "127.0.0.1:9100");
+    CHECK(static_cast<bool>(options.log_sink));
 }
 
 TEST_CASE("Options::from_env duration syntax", "[options][env]") {
@@ -299,6 +324,19 @@ TEST_CASE("Options::from_env rejects malformed values, naming the variable", "[o
         {"WEBSOCKET_REDIS_URL", "http://localhost:6379"},
         {"WEBSOCKET_LOG_LEVEL", "verbose"},
         {"WEBSOCKET_LOG_LEVEL", ""},
+        {"WEBSOCKET_RESOLVE_ON_DISCONNECT", "sometimes"},
+        {"WEBSOCKET_DISCONNECT_GRACE", "-1"},
+        {"WEBSOCKET_DISCONNECT_GRACE", "later"},
+        {"WEBSOCKET_MAX_FRAMES_PER_SECOND", "fast"},
+        {"WEBSOCKET_MAX_FRAMES_PER_SECOND", "2000000"},
+        {"WEBSOCKET_HTTP_ENDPOINTS", "maybe"},
+        {"WEBSOCKET_METRICS_ADDRESS", "9100"},
+        {"WEBSOCKET_METRICS_ADDRESS", "localhost:"},
+        {"WEBSOCKET_METRICS_ADDRESS", ":9100"},
+        {"WEBSOCKET_METRICS_ADDRESS", "localhost:99999"},
+        {"WEBSOCKET_METRICS_ADDRESS", "localhost:http"},
+        {"WEBSOCKET_LOG_FORMAT", "xml"},
+        {"WEBSOCKET_LOG_FORMAT", ""},
     };
     for (auto const& [name, value] : cases) {
         INFO(name << "='" << value << "'");

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <unordered_set>
 #include <variant>
 #include <vector>
@@ -748,21 +749,65 @@ private:
 
     // ---- sending ---------------------------------------------------------------------
 
-    /// Queues one prepared frame to a connection, from any thread: the write happens on the
-    /// connection's strand.
+    /// Queues one prepared frame to a connection, from any thread; the write happens on the
+    /// connection's strand. Frames wait in the connection's outbox, and one flush per burst
+    /// (not one handler per frame) carries them to the strand: a broadcast of M messages to
+    /// K connections posts K handlers, not M x K.
     void send_frame(connection_ptr const& con, frame_ptr const& frame) {
-        con->get_strand()->post([self = this->shared_from_this(), con, frame] {
-            self->write_on_strand(*con, frame);
-        });
+        auto const size = frame->get_payload().size();
+        bool post_flush = false;
+        {
+            std::lock_guard lock(con->outbox_mutex);
+            // Bounded like the send queue behind it: a host outrunning one connection's
+            // strand loses frames for that connection only.
+            if (con->outbox_bytes + size > options_.max_send_buffer) {
+                counters_.add(counters_.messages_failed);
+                counters_.add(counters_.messages_dropped);
+                return;
+            }
+            con->outbox.push_back(frame);
+            con->outbox_bytes += size;
+            post_flush = !std::exchange(con->flush_posted, true);
+        }
+        if (post_flush) {
+            con->get_strand()->post([self = this->shared_from_this(), con] { self->flush(*con); });
+        }
+    }
+
+    /// On the connection's strand: moves the outbox into websocketpp's send queue.
+    void flush(connection_type& con) {
+        std::vector<frame_ptr> frames;
+        {
+            std::lock_guard lock(con.outbox_mutex);
+            frames.swap(con.outbox);
+            con.outbox_bytes = 0;
+            con.flush_posted = false;
+        }
+        bool started = false;
+        for (auto const& frame : frames) {
+            if (!write_on_strand(con, frame) || started) continue;
+            // websocketpp's send() posts a write_frame() for every frame until a write is in
+            // flight; starting the write here (we are on the connection's strand, where
+            // write_frame runs anyway) lets the following sends only queue, and the write
+            // gathers them.
+            con.write_frame();
+            started = true;
+        }
+        // Give the vector's capacity back to the outbox, so steady traffic allocates nothing.
+        frames.clear();
+        std::lock_guard lock(con.outbox_mutex);
+        if (con.outbox.empty() && con.outbox.capacity() < frames.capacity()) {
+            con.outbox.swap(frames);
+        }
     }
 
     /// On the connection's strand: hands the frame to websocketpp, unless the connection
     /// is gone or its send queue is full (then the frame is dropped and the client, which
-    /// is not reading, is closed).
-    void write_on_strand(connection_type& con, frame_ptr const& frame) {
+    /// is not reading, is closed). True when queued.
+    bool write_on_strand(connection_type& con, frame_ptr const& frame) {
         if (con.get_state() != websocketpp::session::state::open) {
             counters_.add(counters_.messages_failed);
-            return;
+            return false;
         }
         if (con.get_buffered_amount() + frame->get_payload().size() > options_.max_send_buffer) {
             counters_.add(counters_.messages_failed);
@@ -771,15 +816,16 @@ private:
                            "client is not reading; closing", con.connection_id, con.user_id);
             std::error_code ec;
             con.close(close_code::policy_violation, "Send buffer overflow", ec);
-            return;
+            return false;
         }
         auto const ec = con.send(frame);
         if (ec) {
             counters_.add(counters_.messages_failed);
-        } else {
-            counters_.add(counters_.messages_sent);
-            counters_.add(counters_.bytes_sent, std::uint64_t{frame->get_payload().size()});
+            return false;
         }
+        counters_.add(counters_.messages_sent);
+        counters_.add(counters_.bytes_sent, std::uint64_t{frame->get_payload().size()});
+        return true;
     }
 
     void close_connection(connection_ptr const& con, std::uint16_t code, std::string reason) {
