@@ -9,7 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${root}"
 
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --base
 
 cmake -S . -B build/demo \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo \

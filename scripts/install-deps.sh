@@ -26,21 +26,37 @@ for package in "${packages[@]}"; do
     fi
 done
 
-if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "install-deps: all ${#packages[@]} packages already installed"
+install_missing_packages() {
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        echo "install-deps: all ${#packages[@]} packages already installed"
+        return 0
+    fi
+    local -a as_root
+    if [[ "$(id -u)" -eq 0 ]]; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        echo "install-deps: not root and no sudo; install these packages: ${missing[*]}" >&2
+        return 1
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+install_missing_packages
+
+# --base: only what building and running needs (the demo); the test tools come next.
+if [[ "${1:-}" == "--base" ]]; then
     exit 0
 fi
 
-if [[ "$(id -u)" -eq 0 ]]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-    as_root=(sudo)
-else
-    echo "install-deps: not root and no sudo; install these packages: ${missing[*]}" >&2
-    exit 1
-fi
-
-echo "install-deps: installing ${missing[*]}"
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
+# Each feature's own installer: idempotent, fast when everything is there.
+here="$(dirname "${BASH_SOURCE[0]}")"
+for installer in install-observability-deps.sh install-demo-deps.sh install-browser-deps.sh; do
+    if [[ -f "${here}/${installer}" ]]; then
+        bash "${here}/${installer}"
+    fi
+done

@@ -29,6 +29,7 @@ namespace detail {
 struct connection_data {
     std::uint64_t connection_id = 0;
     std::string user_id;  ///< empty: anonymous
+    std::string remote_endpoint;  ///< "address:port", from the handshake
     bool registered = false;  ///< manager strand: counted as open
     bool awaiting_pong = false;  ///< connection strand: a keepalive ping is in flight
     bool refused = false;        ///< connection strand: the handshake was refused (counted)
@@ -41,6 +42,7 @@ struct connection_data {
         outbox;                     ///< guarded by outbox_mutex
     std::size_t outbox_bytes = 0;   ///< guarded by outbox_mutex
     bool flush_posted = false;      ///< guarded by outbox_mutex
+    bool outbox_overflowed = false;  ///< guarded by outbox_mutex
     std::chrono::steady_clock::time_point rate_refilled{};
 };
 

@@ -441,6 +441,7 @@ private:
 
     std::error_code start_listening() {
         if (phase_ != phase::stopped) return error::already_running;
+        ++listen_generation_;  // accept loops of an earlier start must not re-arm
         if (auto ec = listen_on(server_, options_.host, options_.port)) {
             logger_->write(LogLevel::error, "start_failed",
                            "cannot listen on " + options_.host + ":" +
@@ -498,6 +499,7 @@ private:
         for (auto const& [id, entry] : acks_) acks.push_back(id);
         for (auto const& id : acks) end_ack(id, false, error::shutting_down);
         std::error_code ignored;
+        ++listen_generation_;
         server_.stop_listening(ignored);
         if (metrics_server_ && metrics_server_->is_listening()) {
             metrics_server_->stop_listening(ignored);
@@ -594,6 +596,7 @@ private:
             request.headers.emplace(std::move(lower), value);
         }
         request.remote_endpoint = con->get_remote_endpoint();
+        con->remote_endpoint = request.remote_endpoint;
         AuthResult verdict;
         try {
             verdict = authenticator_ ? authenticator_(request) : default_authenticate(request);
@@ -682,7 +685,7 @@ private:
         counters_.active_connections.store(connections_.size(), std::memory_order_relaxed);
         counters_.users_online.store(users_.size(), std::memory_order_relaxed);
         counters_.add(counters_.connections_opened);
-        logger_->write(LogLevel::debug, "connection_opened", con->get_remote_endpoint(),
+        logger_->write(LogLevel::debug, "connection_opened", con->remote_endpoint,
                        con->connection_id, con->user_id);
         send_frame(con, protocol::connected_frame(con->connection_id, con->user_id,
                                                   con->get_subprotocol())
@@ -763,10 +766,11 @@ private:
             if (con->outbox_bytes + size > options_.max_send_buffer) {
                 counters_.add(counters_.messages_failed);
                 counters_.add(counters_.messages_dropped);
-                return;
+                con->outbox_overflowed = true;  // the flush closes it, on its strand
+            } else {
+                con->outbox.push_back(frame);
+                con->outbox_bytes += size;
             }
-            con->outbox.push_back(frame);
-            con->outbox_bytes += size;
             post_flush = !std::exchange(con->flush_posted, true);
         }
         if (post_flush) {
@@ -777,12 +781,15 @@ private:
     /// On the connection's strand: moves the outbox into websocketpp's send queue.
     void flush(connection_type& con) {
         std::vector<frame_ptr> frames;
+        bool overflowed = false;
         {
             std::lock_guard lock(con.outbox_mutex);
             frames.swap(con.outbox);
             con.outbox_bytes = 0;
             con.flush_posted = false;
+            overflowed = std::exchange(con.outbox_overflowed, false);
         }
+        if (overflowed) close_slow_consumer(con);
         bool started = false;
         for (auto const& frame : frames) {
             if (!write_on_strand(con, frame) || started) continue;
@@ -801,6 +808,16 @@ private:
         }
     }
 
+    /// On the connection's strand: a client whose queue overflowed is not reading; it gets
+    /// 1008 rather than silently missing frames (a confirmation, say).
+    void close_slow_consumer(connection_type& con) {
+        if (con.get_state() != websocketpp::session::state::open) return;
+        logger_->write(LogLevel::warning, "send_buffer_overflow", "client is not reading; closing",
+                       con.connection_id, con.user_id);
+        std::error_code ec;
+        con.close(close_code::policy_violation, "Send buffer overflow", ec);
+    }
+
     /// On the connection's strand: hands the frame to websocketpp, unless the connection
     /// is gone or its send queue is full (then the frame is dropped and the client, which
     /// is not reading, is closed). True when queued.
@@ -812,10 +829,7 @@ private:
         if (con.get_buffered_amount() + frame->get_payload().size() > options_.max_send_buffer) {
             counters_.add(counters_.messages_failed);
             counters_.add(counters_.messages_dropped);
-            logger_->write(LogLevel::warning, "send_buffer_overflow",
-                           "client is not reading; closing", con.connection_id, con.user_id);
-            std::error_code ec;
-            con.close(close_code::policy_violation, "Send buffer overflow", ec);
+            close_slow_consumer(con);
             return false;
         }
         auto const ec = con.send(frame);
@@ -1394,7 +1408,7 @@ private:
             endpoint = results.begin()->endpoint();
         }
         server.listen(endpoint, ec);
-        if (!ec) server.start_accept(ec);
+        if (!ec) accept_next(server, listen_generation_);
         if (ec && server.is_listening()) {
             std::error_code ignored;
             server.stop_listening(ignored);
@@ -1402,7 +1416,37 @@ private:
         return ec;
     }
 
+    /// The accept loop, re-armed from the manager strand so that websocketpp's acceptor is
+    /// only touched there (listen, async_accept, stop_listening). websocketpp's own loop
+    /// (server::start_accept) re-arms from the accepted connection's strand, which races
+    /// stop_listening and listen when the io_context has several threads.
+    void accept_next(server_type& server, std::uint64_t generation) {
+        auto con = server.get_connection();
+        if (!con) return;
+        std::error_code ec;
+        server.async_accept(
+            std::static_pointer_cast<typename server_type::transport_con_type>(con),
+            [weak = this->weak_from_this(), &server, con, generation](std::error_code const& accepted) {
+                // On the new connection's strand, as websocketpp's own handle_accept.
+                if (accepted) {
+                    con->terminate(accepted);
+                } else {
+                    con->start();
+                }
+                if (auto self = weak.lock()) {
+                    self->post_to_strand([self, &server, generation] {
+                        if (self->listen_generation_ == generation && server.is_listening()) {
+                            self->accept_next(server, generation);
+                        }
+                    });
+                }
+            },
+            ec);
+        if (ec) con->terminate(std::error_code{});
+    }
+
     static constexpr std::size_t max_topic_length = 256;
+    std::uint64_t listen_generation_ = 0;  ///< manager strand: bumped by every start and stop
 
     Options options_;
     std::shared_ptr<logger> logger_;
