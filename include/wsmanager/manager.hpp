@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <concepts>
 #include <type_traits>
+#include <typeinfo>
 #include <functional>
 #include <future>
 #include <memory>
@@ -383,9 +384,13 @@ private:
     /// The io_context behind an executor: websocketpp's transport needs the context itself.
     static asio::io_context& context_of(asio::any_io_executor const& executor) {
         using context_executor = asio::io_context::executor_type;
-        if (auto const* ex = executor.target<context_executor>()) return ex->context();
-        if (auto const* strand = executor.target<asio::strand<context_executor>>()) {
-            return strand->get_inner_executor().context();
+        // Asio 1.22's any_executor::target<T>() does not check T, so the type is compared
+        // first.
+        if (executor.target_type() == typeid(context_executor)) {
+            return executor.target<context_executor>()->context();
+        }
+        if (executor.target_type() == typeid(asio::strand<context_executor>)) {
+            return executor.target<asio::strand<context_executor>>()->get_inner_executor().context();
         }
         throw std::invalid_argument(
             "wsmanager::WebSocketManager: the executor must be an asio::io_context's executor "

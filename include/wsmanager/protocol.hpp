@@ -11,11 +11,13 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <wsmanager/detail/utf8.hpp>
 #include <wsmanager/message.hpp>
 #include <wsmanager/models.hpp>
 
@@ -257,14 +259,42 @@ struct FrameProblem {
     std::string message;
 };
 
+/// True when every string (keys included) in a parsed value is UTF-8; iterative.
+inline bool strings_are_utf8(rapidjson::Value const& root) {
+    std::vector<rapidjson::Value const*> pending{&root};
+    while (!pending.empty()) {
+        auto const* value = pending.back();
+        pending.pop_back();
+        if (value->IsString()) {
+            if (!wsmanager::detail::is_valid_utf8({value->GetString(), value->GetStringLength()})) {
+                return false;
+            }
+        } else if (value->IsArray()) {
+            for (auto const& item : value->GetArray()) pending.push_back(&item);
+        } else if (value->IsObject()) {
+            for (auto const& member : value->GetObject()) {
+                pending.push_back(&member.name);
+                pending.push_back(&member.value);
+            }
+        }
+    }
+    return true;
+}
+
 /**
  * Parses a client text frame: a JSON object with a string `action`.
  * The text must outlive the result only during this call (strings are copied).
  */
 inline std::optional<FrameProblem> parse_client_frame(std::string_view text, ClientFrame& out) {
-    out.document.Parse(text.data(), text.size());
+    // Iterative: a deeply nested frame must not exhaust the stack.
+    out.document.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
     if (out.document.HasParseError()) {
         return FrameProblem{ErrorCode::invalid_json, "Invalid JSON format"};
+    }
+    // An escape can spell a lone surrogate ("\udc00"), which RapidJSON decodes to bytes
+    // that are not UTF-8; echoing them would make the client fail the connection.
+    if (!strings_are_utf8(out.document)) {
+        return FrameProblem{ErrorCode::bad_request, "Invalid Unicode escape (lone surrogate)"};
     }
     if (!out.document.IsObject()) {
         return FrameProblem{ErrorCode::bad_request, "A frame must be a JSON object"};

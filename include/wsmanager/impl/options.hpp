@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -192,7 +193,19 @@ inline Options Options::from_env() {
     if (auto v = env_value("WEBSOCKET_LOG_LEVEL")) {
         options.log_level = parse_env_log_level("WEBSOCKET_LOG_LEVEL", *v);
     }
-    options.validate();
+    try {
+        options.validate();
+    } catch (std::invalid_argument const& e) {
+        // Name the variable behind the setting: every message starts with the setting's name.
+        std::string_view text = e.what();
+        constexpr std::string_view prefix = "wsmanager::Options: ";
+        if (text.starts_with(prefix)) text.remove_prefix(prefix.size());
+        std::string variable = "WEBSOCKET_";
+        for (char c : text.substr(0, text.find(' '))) {
+            variable.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+        }
+        throw std::invalid_argument(variable + ": " + std::string(text));
+    }
     return options;
 }
 
