@@ -650,6 +650,7 @@ private:
         con->refused = true;
         con->set_status(static_cast<websocketpp::http::status_code::value>(verdict.http_status));
         con->set_body(verdict.reason);
+        if (verdict.http_status == 401) con->append_header("WWW-Authenticate", "Bearer");  // RFC 6750
         logger_->write(LogLevel::info, "handshake_refused",
                        std::to_string(verdict.http_status) + " " + verdict.reason + " from " +
                            con->get_remote_endpoint());
