@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include <websocketpp/common/network.hpp>
 #include <websocketpp/config/asio_no_tls.hpp>
 #include <websocketpp/logger/levels.hpp>
 #include <websocketpp/message_buffer/alloc.hpp>
@@ -22,6 +23,12 @@
 
 namespace wsmanager {
 namespace detail {
+
+/// websocketpp's `_htonll` detects the byte order on first use by writing a function-local
+/// static without synchronization, and websocketpp calls it for every frame it prepares or
+/// parses, from every io thread. Running it once during static initialization, before any
+/// thread exists, leaves only reads (ThreadSanitizer reported the first-use write as a race).
+inline bool const websocketpp_byte_order_detected = (websocketpp::lib::net::_htonll(0), true);
 
 /// Per-connection data the manager keeps inside each websocketpp connection
 /// (websocketpp's `connection_base` hook). Written during the handshake on the connection's

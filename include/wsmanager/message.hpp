@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,14 +20,29 @@ using frame_message =
 using frame_ptr = std::shared_ptr<frame_message>;
 
 /// Frames a text payload once: an unmasked, final text frame (server frames are never masked,
-/// so one frame serves every connection).
+/// so one frame serves every connection). The header is RFC 6455 section 5.2: FIN + opcode,
+/// then the length in 7 bits, or 126 + 16 bits, or 127 + 64 bits, network byte order.
 inline frame_ptr make_text_frame(std::string payload) {
     auto frame = std::make_shared<frame_message>(
         frame_message::con_msg_man_ptr{}, websocketpp::frame::opcode::text, 0);
-    websocketpp::frame::basic_header const header(websocketpp::frame::opcode::text,
-                                                  payload.size(), true, false);
-    websocketpp::frame::extended_header const extended(payload.size());
-    frame->set_header(websocketpp::frame::prepare_header(header, extended));
+    std::uint64_t const length = payload.size();
+    std::string header;
+    header.reserve(10);
+    header.push_back(static_cast<char>(0x80 | websocketpp::frame::opcode::text));
+    int length_bytes = 0;
+    if (length < 126) {
+        header.push_back(static_cast<char>(length));
+    } else if (length <= 0xFFFF) {
+        header.push_back(static_cast<char>(126));
+        length_bytes = 2;
+    } else {
+        header.push_back(static_cast<char>(127));
+        length_bytes = 8;
+    }
+    for (int i = length_bytes - 1; i >= 0; --i) {
+        header.push_back(static_cast<char>((length >> (8 * i)) & 0xFF));
+    }
+    frame->set_header(header);
     frame->get_raw_payload() = std::move(payload);
     frame->set_prepared(true);
     return frame;

@@ -33,7 +33,7 @@ namespace {
 
 constexpr char const* secret = "s3cret";
 
-std::int64_t unix_now() {
+std::int64_t unix_seconds() {
     return std::chrono::duration_cast<std::chrono::seconds>(
                std::chrono::system_clock::now().time_since_epoch())
         .count();
@@ -42,7 +42,7 @@ std::int64_t unix_now() {
 std::string token_for(std::string const& sub, std::int64_t exp_from_now = 3600,
                       std::string const& key = secret) {
     return wsmanager::detail::sign_hs256_jwt(
-        R"({"sub":")" + sub + R"(","exp":)" + std::to_string(unix_now() + exp_from_now) + "}",
+        R"({"sub":")" + sub + R"(","exp":)" + std::to_string(unix_seconds() + exp_from_now) + "}",
         key);
 }
 

@@ -56,7 +56,7 @@ using std::chrono::steady_clock;
 namespace {
 
 /// How long "nothing arrives" is watched for.
-constexpr milliseconds grace{300};
+constexpr milliseconds quiet_period{300};
 
 /// A connected tab: its frames can be taken by type in any order. Frames of other types are
 /// kept for later takes (WsClient::next_of_type would drop them), so a test can check both
@@ -155,11 +155,6 @@ std::optional<double> number_of(rapidjson::Value const& object, char const* name
     return it->value.GetDouble();
 }
 
-double unix_now() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 /// The original's "data validation" step: completed, with a JSON result.
 TaskStepResult validation_step() {
     return TaskStepResult{.step = "data_validation",
@@ -240,7 +235,7 @@ TEST_CASE("notify_user reaches every tab of its user, the first answer wins and 
     REQUIRE(tab2.ok());
     REQUIRE(bob.ok());
 
-    auto const before = unix_now();
+    auto const before = unix_time_s();
     auto decision = ask(host, manager, "alice", "task_789", 2, std::nullopt, failed_step());
 
     auto request1 = tab1.take("task_step_result");
@@ -274,14 +269,14 @@ TEST_CASE("notify_user reaches every tab of its user, the first answer wins and 
         auto const timestamp = number_of(r, "timestamp");
         REQUIRE(timestamp);
         CHECK(*timestamp >= before - 1.0);
-        CHECK(*timestamp <= unix_now() + 1.0);
+        CHECK(*timestamp <= unix_time_s() + 1.0);
     }
     auto const callback_id = text_of(*request1, "callback_id");
     CHECK(text_of(*request2, "callback_id") == callback_id);
 
     // Bob is connected all along and hears nothing of Alice's request.
     std::string unexpected;
-    CHECK(bob.silent(grace, unexpected));
+    CHECK(bob.silent(quiet_period, unexpected));
     INFO(unexpected);
 
     REQUIRE(tab1.send(confirm_json(callback_id, true, "Agree to continue")));
@@ -307,7 +302,7 @@ TEST_CASE("notify_user reaches every tab of its user, the first answer wins and 
     REQUIRE(late);
     CHECK(text_of(*late, "code") == "unknown_callback");
     CHECK(text_of(*late, "request_id") == "late");
-    CHECK(bob.silent(grace, unexpected));
+    CHECK(bob.silent(quiet_period, unexpected));
     INFO(unexpected);
 }
 
@@ -326,7 +321,7 @@ TEST_CASE("another user can neither see nor answer a confirmation", "[confirm]")
     REQUIRE(request);
     auto const callback_id = text_of(*request, "callback_id");
     std::string unexpected;
-    CHECK(bob.silent(grace, unexpected));
+    CHECK(bob.silent(quiet_period, unexpected));
     INFO(unexpected);
 
     REQUIRE(bob.send(confirm_json(callback_id, false, "not yours", "b1")));
@@ -345,7 +340,7 @@ TEST_CASE("another user can neither see nor answer a confirmation", "[confirm]")
     CHECK_FALSE(confirmation.proceed);
     CHECK(confirmation.feedback == "Cancel execution");
     CHECK(confirmation.reason == ConfirmationReason::user);
-    CHECK(bob.silent(grace, unexpected));
+    CHECK(bob.silent(quiet_period, unexpected));
     INFO(unexpected);
 }
 
@@ -396,7 +391,7 @@ TEST_CASE("malformed, unknown and anonymous answers resolve nothing", "[confirm]
 
     // An anonymous connection got nothing addressed to Alice, and may not answer.
     std::string unexpected;
-    CHECK(anonymous.silent(grace, unexpected));
+    CHECK(anonymous.silent(quiet_period, unexpected));
     INFO(unexpected);
     REQUIRE(anonymous.send(confirm_json(callback_id, true, "hijack")));
     CHECK(anonymous.error_code() == "forbidden");
@@ -628,7 +623,7 @@ TEST_CASE("a user cancels a task while the host awaits its confirmation",
     CHECK_FALSE(carol.take("confirmation_resolved", 200ms));  // Alice's dialogs only
 
     std::string unexpected;
-    CHECK(bob.silent(grace, unexpected));
+    CHECK(bob.silent(quiet_period, unexpected));
     INFO(unexpected);
     CHECK(pending(manager) == 0u);
 }
@@ -780,7 +775,7 @@ TEST_CASE("Options::resolve_on_disconnect gives up after disconnect_grace",
         auto again = back.take("task_step_result");
         REQUIRE(again);
         CHECK(text_of(*again, "callback_id") == callback_id);
-        std::this_thread::sleep_for(400ms);  // twice the grace: still pending
+        std::this_thread::sleep_for(400ms);  // twice the quiet_period: still pending
         CHECK(pending(manager) == 1u);
         CHECK_FALSE(ready(decision));
         REQUIRE(back.send(confirm_json(callback_id, true, "back again")));
@@ -1016,7 +1011,7 @@ TEST_CASE("send_heartbeat beats for a task until it is cancelled or the server s
         CHECK(beats2 >= 3);
         CHECK(beats2 <= 5);
         std::string unexpected;
-        CHECK(bob.silent(grace, unexpected));
+        CHECK(bob.silent(quiet_period, unexpected));
         INFO(unexpected);
         CHECK_FALSE(ready(ended));
 
@@ -1024,7 +1019,7 @@ TEST_CASE("send_heartbeat beats for a task until it is cancelled or the server s
         REQUIRE(beat);
         CHECK(text_of(*beat, "user_id") == "alice");
         CHECK(text_of(*beat, "task_id") == "task_hb");
-        CHECK(std::abs(number_of(*beat, "timestamp").value_or(0) - unix_now()) < 5.0);
+        CHECK(std::abs(number_of(*beat, "timestamp").value_or(0) - unix_time_s()) < 5.0);
 
         REQUIRE(tab2.send(R"({"action":"cancel","task_id":"task_hb"})"));
         CHECK(get(std::move(ended)) == wsmanager::error::task_cancelled);
@@ -1141,7 +1136,7 @@ TEST_CASE("send_with_ack completes once the user's client acknowledges", "[confi
     CHECK(get(std::move(coroutine_acked)));
 
     std::string unexpected;
-    CHECK(bob.silent(grace, unexpected));
+    CHECK(bob.silent(quiet_period, unexpected));
     INFO(unexpected);
     CHECK(pending(manager) == 0u);
 }

@@ -21,17 +21,6 @@
 using namespace wsmanager::test;
 using Manager = wsmanager::WebSocketManager<>;
 
-namespace {
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
-constexpr auto grace = std::chrono::milliseconds(200);
-
-}  // namespace
-
 TEST_CASE("ping action: pong echoes the timestamp and adds server_time", "[frames][ping]") {
     Manager manager(test_options());
     start(manager);
@@ -46,7 +35,7 @@ TEST_CASE("ping action: pong echoes the timestamp and adds server_time", "[frame
         REQUIRE((*pong)["timestamp"].IsNumber());
         CHECK((*pong)["timestamp"].GetDouble() == 1712345678.5);
         REQUIRE((*pong)["server_time"].IsNumber());
-        CHECK(std::abs((*pong)["server_time"].GetDouble() - now_s()) < 60);
+        CHECK(std::abs((*pong)["server_time"].GetDouble() - unix_time_s()) < 60);
         CHECK_FALSE(pong->HasMember("request_id"));
     }
     SECTION("string timestamp and request_id") {
@@ -141,7 +130,7 @@ TEST_CASE("bad frames get an error and the connection stays usable", "[frames][e
     CHECK(client->is_open());
     // Nobody else saw any of it.
     std::string extra;
-    CHECK(bystander->expect_silence(grace, &extra));
+    CHECK(bystander->expect_silence(silence_window, &extra));
     CHECK(extra.empty());
     CHECK(ping_pong(*bystander));
     CHECK(manager.get_status().frames_rejected == cases.size());
@@ -331,5 +320,76 @@ TEST_CASE("a client that never reads is dropped, not buffered without bound", "[
     CHECK(get(manager.broadcast_message(json_message(R"({"type":"after"})"), asio::use_future)) == 1);
     CHECK(reader->next_of_type("after").has_value());
     CHECK(ping_pong(*reader));
+    stop(manager);
+}
+
+TEST_CASE("deeply nested frames are parsed and echoed without exhausting the stack",
+          "[frames][errors]") {
+    Manager manager(test_options());  // max_message_size 64 KiB: about 32,000 levels fit
+    start(manager);
+    auto client = connect_client(manager.local_port(), "user_id=alice");
+    REQUIRE(client.hello.has_value());
+    constexpr std::size_t depth = 32000;
+    std::string const nested = std::string(depth, '[') + std::string(depth, ']');
+
+    SECTION("in a field the server ignores") {
+        std::string const frame = R"({"action":"ping","request_id":"deep","x":)" + nested + "}";
+        REQUIRE(frame.size() < 64 * 1024);
+        REQUIRE(client->send_text(frame));
+        auto pong = client->next_json();
+        REQUIRE(pong.has_value());
+        CHECK(frame_type(*pong) == "pong");
+        CHECK(string_member(*pong, "request_id") == "deep");
+    }
+    SECTION("in a field the server echoes (pong.timestamp)") {
+        std::string const frame = R"({"action":"ping","request_id":"deep","timestamp":)" + nested + "}";
+        REQUIRE(frame.size() < 64 * 1024);
+        REQUIRE(client->send_text(frame));
+        auto reply = client->next_text();
+        REQUIRE(reply.has_value());
+        CHECK(reply->find("\"pong\"") != std::string::npos);
+    }
+    CHECK(ping_pong(*client));
+    stop(manager);
+}
+
+TEST_CASE("frames over max_frames_per_second get rate_limited, the connection stays",
+          "[frames][errors]") {
+    auto options = test_options();
+    options.max_frames_per_second = 5;  // a burst of 10, then 5 a second
+    Manager manager(options);
+    start(manager);
+    auto flooder = connect_client(manager.local_port(), "user_id=alice");
+    auto other = connect_client(manager.local_port(), "user_id=bob");
+    REQUIRE(flooder.hello.has_value());
+    REQUIRE(other.hello.has_value());
+
+    constexpr int sent = 30;
+    for (int i = 0; i < sent; ++i) {
+        REQUIRE(flooder->send_text(R"({"action":"ping","request_id":)" + std::to_string(i) + "}"));
+    }
+    int pongs = 0;
+    int limited = 0;
+    for (int i = 0; i < sent; ++i) {
+        auto frame = flooder->next_json();
+        REQUIRE(frame.has_value());
+        if (frame_type(*frame) == "pong") {
+            ++pongs;
+        } else if (frame_type(*frame) == "error" && string_member(*frame, "code") == "rate_limited") {
+            ++limited;
+        }
+    }
+    INFO("pongs " << pongs << ", rate_limited " << limited);
+    CHECK(pongs + limited == sent);  // every frame answered, one way or the other
+    CHECK(pongs >= 10);              // the burst
+    CHECK(pongs < sent);
+    CHECK(limited >= 10);
+    CHECK(flooder->is_open());
+    // Another connection has its own budget.
+    CHECK(ping_pong(*other));
+    // The budget refills.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+    CHECK(ping_pong(*flooder));
+    CHECK(manager.get_status().frames_rejected >= static_cast<std::uint64_t>(limited));
     stop(manager);
 }

@@ -32,6 +32,15 @@ namespace wsmanager::test {
 
 using namespace std::chrono_literals;
 
+/// How long "nothing else arrives" is watched for.
+inline constexpr std::chrono::milliseconds silence_window{200};
+
+/// Seconds since the Unix epoch, as the server's timestamps count them.
+inline double unix_time_s() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
 /// Log level of managers under test: WSMANAGER_TEST_LOG (trace ... off), else error.
 inline LogLevel test_log_level() {
     char const* value = std::getenv("WSMANAGER_TEST_LOG");
