@@ -12,7 +12,8 @@ cd "${root}"
 bash scripts/install-deps.sh --base
 
 cmake -S . -B build/demo \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_BUILD_TYPE=Release \
+    "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG" \
     -DWSMANAGER_BUILD_TESTS=OFF \
     -DWSMANAGER_BUILD_BENCHMARKS=OFF \
     -DWSMANAGER_BUILD_EXAMPLES=ON

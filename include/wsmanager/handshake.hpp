@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
-#include <cctype>
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
+
+#include <wsmanager/detail/uri.hpp>
 
 namespace wsmanager {
 
@@ -24,8 +26,7 @@ struct HandshakeRequest {
     /// A header (name in any case), or "" when absent.
     std::string const& header(std::string name) const {
         static std::string const none;
-        for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        auto it = headers.find(name);
+        auto it = headers.find(detail::to_lower_ascii(std::move(name)));
         return it == headers.end() ? none : it->second;
     }
 };

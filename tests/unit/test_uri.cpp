@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// detail::percent_decode and detail::parse_query: the handshake's query string.
+// detail::percent_decode, detail::parse_query and detail::to_lower_ascii: the handshake's
+// query string and header names.
 
 #include <map>
 #include <optional>
@@ -73,4 +74,18 @@ TEST_CASE("HandshakeRequest lookups", "[uri][handshake]") {
     CHECK(no.http_status == 401);
     CHECK(no.reason == "bad token");
     CHECK(wsmanager::AuthResult::reject("origin", 403).http_status == 403);
+}
+
+TEST_CASE("to_lower_ascii lowers ASCII letters only", "[uri]") {
+    CHECK(wsmanager::detail::to_lower_ascii("Sec-WebSocket-Protocol") == "sec-websocket-protocol");
+    CHECK(wsmanager::detail::to_lower_ascii("X-\xC3\x84-1") == "x-\xC3\x84-1");  // UTF-8 kept
+    CHECK(wsmanager::detail::to_lower_ascii("") == "");
+}
+
+TEST_CASE("HandshakeRequest::header finds a header by name in any case", "[uri]") {
+    wsmanager::HandshakeRequest request;
+    request.headers.emplace("authorization", "Bearer abc");
+    CHECK(request.header("Authorization") == "Bearer abc");
+    CHECK(request.header("AUTHORIZATION") == "Bearer abc");
+    CHECK(request.header("Origin").empty());
 }

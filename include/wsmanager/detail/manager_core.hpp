@@ -9,10 +9,12 @@
 // Everything written to a connection is written from that connection's strand.
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -58,6 +60,16 @@ inline constexpr std::uint16_t policy_violation = 1008;
 inline constexpr std::uint16_t internal_error = 1011;
 inline constexpr std::uint16_t try_again_later = 1013;
 }  // namespace close_code
+
+/// A request's headers keyed by lower-case name (what HandshakeRequest and HttpRequest hold).
+template <class Request>
+std::map<std::string, std::string> lowercase_headers(Request const& request) {
+    std::map<std::string, std::string> headers;
+    for (auto const& [name, value] : request.get_headers()) {
+        headers.emplace(to_lower_ascii(name), value);
+    }
+    return headers;
+}
 
 template <class Config>
 class manager_core : public std::enable_shared_from_this<manager_core<Config>> {
@@ -590,11 +602,7 @@ private:
             }
             request.query = std::move(*query);
         }
-        for (auto const& [name, value] : con->get_request().get_headers()) {
-            std::string lower = name;
-            for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            request.headers.emplace(std::move(lower), value);
-        }
+        request.headers = lowercase_headers(con->get_request());
         request.remote_endpoint = con->get_remote_endpoint();
         con->remote_endpoint = request.remote_endpoint;
         AuthResult verdict;
@@ -1298,11 +1306,7 @@ private:
             request.method = con->get_request().get_method();
             request.path = path;
             if (question != std::string::npos) request.query = resource.substr(question + 1);
-            for (auto const& [name, value] : con->get_request().get_headers()) {
-                std::string lower = name;
-                for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-                request.headers.emplace(std::move(lower), value);
-            }
+            request.headers = lowercase_headers(con->get_request());
             request.body = con->get_request_body();
             request.remote_endpoint = con->get_remote_endpoint();
             HttpResponse response;

@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
+#include <cctype>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 
 namespace wsmanager::detail {
+
+/// `text` with ASCII letters in lower case (HTTP header names compare case-insensitively).
+inline std::string to_lower_ascii(std::string text) {
+    for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return text;
+}
 
 inline int hex_digit(char c) {
     if (c >= '0' && c <= '9') return c - '0';
