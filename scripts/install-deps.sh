@@ -14,6 +14,8 @@ packages=(
     libwebsocketpp-dev libasio-dev rapidjson-dev libssl-dev zlib1g-dev
     # tests
     catch2 python3 python3-websockets
+    # the config::tls tests make their certificate with the openssl command
+    openssl
     # Add packages for later features here (one group per feature, with a comment), e.g. the
     # Redis scale-out, the reverse-proxy example, the browser tests, the metrics check.
 )

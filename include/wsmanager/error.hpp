@@ -15,6 +15,7 @@ enum class error {
     invalid_message,      ///< JSON text that does not parse or is not an object
     shutting_down,        ///< the server stopped while the operation was pending
     task_cancelled,       ///< the task was cancelled (send_heartbeat ends with it)
+    tls_not_configured,   ///< config::tls without Options::tls_cert and tls_key
 };
 
 namespace detail {
@@ -28,6 +29,8 @@ public:
             case error::invalid_message: return "invalid JSON message";
             case error::shutting_down: return "server is shutting down";
             case error::task_cancelled: return "task was cancelled";
+            case error::tls_not_configured:
+                return "TLS needs a certificate and a key (Options::tls_cert, tls_key)";
         }
         return "unknown wsmanager error";
     }

@@ -2,7 +2,8 @@
 #pragma once
 
 // wsmanager: real-time task notifications over WebSocket for C++ hosts.
-// The umbrella header: every public header.
+// The umbrella header: every public header but <wsmanager/tls.hpp> (config::tls, which
+// brings in Asio's SSL layer; include it where wss:// is served).
 
 #include <wsmanager/action.hpp>
 #include <wsmanager/config.hpp>

@@ -128,7 +128,8 @@ inline Connected connect_client(std::uint16_t port, std::string_view query = {},
 
 /// Sends a `ping` action with a request id and waits for the matching `pong`: proof that
 /// the connection is open and served.
-inline bool ping_pong(WsClient& client, std::string const& request_id = "health") {
+template <class Client>
+bool ping_pong(Client& client, std::string const& request_id = "health") {
     if (!client.send_text(R"({"action":"ping","request_id":")" + request_id + R"("})")) {
         return false;
     }

@@ -58,10 +58,14 @@ inline std::string frame_type(rapidjson::Value const& frame) {
     return string_member(frame, "type").value_or("");
 }
 
-class WsClient {
+/// The client over a websocketpp client config: WsClient (ws://) below; a test of
+/// config::tls uses BasicWsClient<websocketpp::config::asio_tls_client> (wss://) and gives it
+/// its TLS context with set_tls_init_handler() before connecting.
+template <class ClientConfig>
+class BasicWsClient {
 public:
-    using endpoint_type = websocketpp::client<websocketpp::config::asio_client>;
-    using connection_ptr = endpoint_type::connection_ptr;
+    using endpoint_type = websocketpp::client<ClientConfig>;
+    using connection_ptr = typename endpoint_type::connection_ptr;
     using opcode = websocketpp::frame::opcode::value;
 
     /// One frame as received.
@@ -86,7 +90,7 @@ public:
         explicit operator bool() const noexcept { return opened; }
     };
 
-    WsClient() {
+    BasicWsClient() {
         endpoint_.clear_access_channels(websocketpp::log::alevel::all);
         endpoint_.clear_error_channels(websocketpp::log::elevel::all);
         endpoint_.init_asio(&io_);
@@ -105,10 +109,10 @@ public:
         });
     }
 
-    WsClient(WsClient const&) = delete;
-    WsClient& operator=(WsClient const&) = delete;
+    BasicWsClient(BasicWsClient const&) = delete;
+    BasicWsClient& operator=(BasicWsClient const&) = delete;
 
-    ~WsClient() {
+    ~BasicWsClient() {
         if (is_open()) {
             close(1000, "test done");
             wait_closed(std::chrono::milliseconds(1500));
@@ -162,6 +166,15 @@ public:
         result.error = error_;
         if (!opened_) result.close_code = close_.code;
         return result;
+    }
+
+    /// TLS client configs: how each connection gets its TLS context. Call before connect().
+    template <class Handler>
+    void set_tls_init_handler(Handler handler) {
+        run_on_io([this, handler = std::move(handler)] {
+            endpoint_.set_tls_init_handler(handler);
+            return 0;
+        });
     }
 
     /// Sends a text frame; false when the connection is not open.
@@ -325,7 +338,7 @@ private:
             changed_.notify_all();
         });
         con->set_message_handler(
-            [this](websocketpp::connection_hdl, endpoint_type::message_ptr message) {
+            [this](websocketpp::connection_hdl, typename endpoint_type::message_ptr message) {
                 std::lock_guard lock(mutex_);
                 frames_.push_back(Frame{message->get_opcode(), message->get_payload()});
                 changed_.notify_all();
@@ -349,5 +362,8 @@ private:
     CloseInfo close_;
     std::deque<Frame> frames_;
 };
+
+/// The ws:// client most tests use.
+using WsClient = BasicWsClient<websocketpp::config::asio_client>;
 
 }  // namespace wsmanager::test

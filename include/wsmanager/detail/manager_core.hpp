@@ -61,6 +61,13 @@ inline constexpr std::uint16_t internal_error = 1011;
 inline constexpr std::uint16_t try_again_later = 1013;
 }  // namespace close_code
 
+/// A config whose connections speak TLS (config::tls, or one derived from it): it makes the
+/// server's TLS context.
+template <class Config>
+concept tls_config = requires(Options const& options, std::error_code& ec) {
+    Config::make_tls_context(options, ec);
+};
+
 /// A request's headers keyed by lower-case name (what HandshakeRequest and HttpRequest hold).
 template <class Request>
 std::map<std::string, std::string> lowercase_headers(Request const& request) {
@@ -454,6 +461,9 @@ private:
     std::error_code start_listening() {
         if (phase_ != phase::stopped) return error::already_running;
         ++listen_generation_;  // accept loops of an earlier start must not re-arm
+        if constexpr (tls_config<Config>) {
+            if (auto ec = load_tls_context()) return ec;
+        }
         if (auto ec = listen_on(server_, options_.host, options_.port)) {
             logger_->write(LogLevel::error, "start_failed",
                            "cannot listen on " + options_.host + ":" +
@@ -484,6 +494,24 @@ private:
         logger_->write(LogLevel::info, "server_started",
                        "listening on " + options_.host + ":" + std::to_string(local_port()));
         schedule_keepalive();
+        return {};
+    }
+
+    /// TLS configs: loads the certificate and key once per start; every connection of both
+    /// listeners shares the context. A file that cannot be loaded fails start_server.
+    std::error_code load_tls_context() {
+        std::error_code ec;
+        auto context = Config::make_tls_context(options_, ec);
+        if (!ec && !context) ec = error::tls_not_configured;
+        if (ec) {
+            logger_->write(LogLevel::error, "start_failed",
+                           "cannot set up TLS (certificate '" + options_.tls_cert + "', key '" +
+                               options_.tls_key + "'): " + ec.message());
+            return ec;
+        }
+        auto handler = [context](websocketpp::connection_hdl) { return context; };
+        server_.set_tls_init_handler(handler);
+        if (metrics_server_) metrics_server_->set_tls_init_handler(handler);
         return {};
     }
 
