@@ -9,9 +9,9 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <vector>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <websocketpp/common/network.hpp>
 #include <websocketpp/config/asio_no_tls.hpp>

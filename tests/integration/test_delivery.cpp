@@ -158,7 +158,8 @@ TEST_CASE("broadcast_message reaches every connection exactly once, in order", "
     for (int i = 0; i < connections; ++i) {
         INFO("client " << i);
         std::string extra;
-        CHECK(clients[i]->expect_silence(i == 0 ? silence_window : std::chrono::milliseconds(0), &extra));
+        CHECK(clients[i]->expect_silence(i == 0 ? silence_window : std::chrono::milliseconds(0),
+                                         &extra));
         CHECK(extra.empty());
     }
     stop(manager);

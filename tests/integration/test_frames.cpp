@@ -342,7 +342,8 @@ TEST_CASE("deeply nested frames are parsed and echoed without exhausting the sta
         CHECK(string_member(*pong, "request_id") == "deep");
     }
     SECTION("in a field the server echoes (pong.timestamp)") {
-        std::string const frame = R"({"action":"ping","request_id":"deep","timestamp":)" + nested + "}";
+        std::string const frame =
+            R"({"action":"ping","request_id":"deep","timestamp":)" + nested + "}";
         REQUIRE(frame.size() < 64 * 1024);
         REQUIRE(client->send_text(frame));
         auto reply = client->next_text();
@@ -375,7 +376,8 @@ TEST_CASE("frames over max_frames_per_second get rate_limited, the connection st
         REQUIRE(frame.has_value());
         if (frame_type(*frame) == "pong") {
             ++pongs;
-        } else if (frame_type(*frame) == "error" && string_member(*frame, "code") == "rate_limited") {
+        } else if (frame_type(*frame) == "error" &&
+                   string_member(*frame, "code") == "rate_limited") {
             ++limited;
         }
     }

@@ -9,11 +9,10 @@
 #include <string>
 #include <system_error>
 
-#include <unistd.h>
-
 #include <asio/ssl/context.hpp>
 #include <asio/use_future.hpp>
 #include <catch2/catch.hpp>
+#include <unistd.h>
 #include <websocketpp/config/asio_client.hpp>
 
 #include <wsmanager/tls.hpp>
@@ -86,16 +85,15 @@ std::string wss_url(std::uint16_t port, std::string_view query) {
 
 }  // namespace
 
-TEST_CASE("config::tls: a wss:// client is identified, served and closed with 1001",
-          "[tls]") {
+TEST_CASE("config::tls: a wss:// client is identified, served and closed with 1001", "[tls]") {
     REQUIRE(test_certificate().ok());
     TlsManager manager(tls_options());
     start(manager);
 
     TlsClient alice;
     trust_test_certificate(alice);
-    auto const connected = alice.connect(wss_url(manager.local_port(), "user_id=alice"),
-                                         {"wsmanager.v1"});
+    auto const connected =
+        alice.connect(wss_url(manager.local_port(), "user_id=alice"), {"wsmanager.v1"});
     INFO(connected.error);
     REQUIRE(connected.opened);
     CHECK(connected.subprotocol == "wsmanager.v1");

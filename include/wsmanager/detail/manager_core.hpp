@@ -9,8 +9,8 @@
 // Everything written to a connection is written from that connection's strand.
 
 #include <algorithm>
-#include <cctype>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -18,8 +18,8 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
-#include <utility>
 #include <unordered_set>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -36,9 +36,9 @@
 #include <wsmanager/action.hpp>
 #include <wsmanager/detail/completion.hpp>
 #include <wsmanager/detail/confirmation_registry.hpp>
+#include <wsmanager/detail/jwt.hpp>
 #include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/detail/random_id.hpp>
-#include <wsmanager/detail/jwt.hpp>
 #include <wsmanager/detail/uri.hpp>
 #include <wsmanager/detail/utf8.hpp>
 #include <wsmanager/error.hpp>
