@@ -76,8 +76,9 @@ public:
     void write(level channel, char const* text) {
         if (!dynamic_test(channel) || !target_) return;
         // websocketpp reports what clients do as errors: a refused handshake, a connection
-        // closed before upgrading (a load balancer's TCP check), the accept cancelled by
-        // stop_listening(). The manager logs and counts those itself; here they are debug.
+        // closed before upgrading (a load balancer's TCP check), a failed TLS handshake (a
+        // ws:// client on a wss:// port), the accept cancelled by stop_listening(). The
+        // manager logs and counts those itself; here they are debug.
         if (error_channel_ && is_client_noise(text)) channel = websocketpp::log::elevel::devel;
         target_->write(level_of(channel), error_channel_ ? "websocketpp_error" : "websocketpp",
                        text);
@@ -90,8 +91,9 @@ public:
 
 private:
     static bool is_client_noise(std::string_view text) {
-        for (std::string_view pattern : {"Operation aborted", "Handshake ended with HTTP error",
-                                         "handle_read_handshake error", "End of File"}) {
+        for (std::string_view pattern :
+             {"Operation aborted", "Handshake ended with HTTP error", "handle_read_handshake error",
+              "End of File", "TLS handshake failed"}) {
             if (text.find(pattern) != std::string_view::npos) return true;
         }
         return false;
