@@ -138,43 +138,31 @@ TEST_CASE("config::tls: a ws:// client gets no WebSocket from a TLS listener", "
 }
 
 TEST_CASE("config::tls: start_server fails clearly without a usable certificate", "[tls]") {
-    SECTION("no certificate configured") {
-        TlsManager manager(test_options());
+    // The error start_server completed with, after which the manager must not be running.
+    auto const start_error = [](wsmanager::Options const& options) {
+        TlsManager manager(options);
         std::error_code ec;
         try {
             get(manager.start_server(asio::use_future));
         } catch (std::system_error const& e) {
             ec = e.code();
         }
-        CHECK(ec == wsmanager::error::tls_not_configured);
         CHECK_FALSE(manager.get_status().running);
+        return ec;
+    };
+    SECTION("no certificate configured") {
+        CHECK(start_error(test_options()) == wsmanager::error::tls_not_configured);
     }
     SECTION("a certificate file that does not exist") {
         REQUIRE(test_certificate().ok());
         auto options = tls_options();
         options.tls_cert = "/nonexistent/wsmanager-cert.pem";
-        TlsManager manager(options);
-        std::error_code ec;
-        try {
-            get(manager.start_server(asio::use_future));
-        } catch (std::system_error const& e) {
-            ec = e.code();
-        }
-        CHECK(ec);
-        CHECK_FALSE(manager.get_status().running);
+        CHECK(start_error(options));
     }
     SECTION("a key that does not belong to the certificate") {
         REQUIRE(test_certificate().ok());
         auto options = tls_options();
         options.tls_key = options.tls_cert;  // a certificate is no private key
-        TlsManager manager(options);
-        std::error_code ec;
-        try {
-            get(manager.start_server(asio::use_future));
-        } catch (std::system_error const& e) {
-            ec = e.code();
-        }
-        CHECK(ec);
-        CHECK_FALSE(manager.get_status().running);
+        CHECK(start_error(options));
     }
 }
