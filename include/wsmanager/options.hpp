@@ -64,7 +64,8 @@ struct Options {
     /// PEM files for config::tls.
     std::string tls_cert{};
     std::string tls_key{};
-    /// Redis URL for multi-node fan-out (redis://host:port); empty means single node.
+    /// Reserved for multi-node fan-out through Redis (redis://host:port), which this version
+    /// does not implement: the value is validated and otherwise unused (one node).
     std::string redis_url{};
 
     /// Serve GET /healthz, /readyz, /metrics and /status (WEBSOCKET_HTTP_ENDPOINTS).
