@@ -65,7 +65,8 @@ struct Options {
     std::string tls_cert{};
     std::string tls_key{};
     /// Reserved for multi-node fan-out through Redis (redis://host:port), which this version
-    /// does not implement: the value is validated and otherwise unused (one node).
+    /// does not implement: the value is validated, and start_server logs a warning
+    /// (`redis_url_unused`) when it is set; the server runs as one node.
     std::string redis_url{};
 
     /// Serve GET /healthz, /readyz, /metrics and /status (WEBSOCKET_HTTP_ENDPOINTS).

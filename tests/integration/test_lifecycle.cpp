@@ -2,9 +2,11 @@
 // The server's life: constructors (owning, host executor, host and port), start_server,
 // stop_server, restart, destruction, and the HTTP endpoints on the same port.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -101,6 +103,38 @@ TEST_CASE("start_server while running fails with already_running", "[lifecycle]"
     CHECK(manager.local_port() == port);
     auto client = connect_client(port);
     CHECK(client.hello.has_value());
+}
+
+TEST_CASE("start_server warns about redis_url, which this version does not act on", "[lifecycle]") {
+    // The sink is called one record at a time (LogSink), but read here from the test thread.
+    std::mutex mutex;
+    std::vector<std::string> warnings;
+    auto options = test_options();
+    options.log_level = wsmanager::LogLevel::warning;
+    options.log_sink = [&](wsmanager::LogRecord const& record) {
+        std::lock_guard lock(mutex);
+        if (record.level == wsmanager::LogLevel::warning) warnings.emplace_back(record.event);
+    };
+    auto const warned = [&] {
+        std::lock_guard lock(mutex);
+        return std::count(warnings.begin(), warnings.end(), "redis_url_unused");
+    };
+    SECTION("set: one warning per start") {
+        options.redis_url = "redis://127.0.0.1:6379";
+        Manager manager(options);
+        start(manager);
+        CHECK(warned() == 1);
+        stop(manager);
+        start(manager);
+        CHECK(warned() == 2);
+        stop(manager);
+    }
+    SECTION("unset: none") {
+        Manager manager(options);
+        start(manager);
+        stop(manager);
+        CHECK(warned() == 0);
+    }
 }
 
 TEST_CASE("stop_server closes every connection with 1001", "[lifecycle]") {

@@ -491,6 +491,11 @@ private:
             logger_->write(LogLevel::warning, "development_mode",
                            "no auth secret: ?user_id= is trusted as the user's identity");
         }
+        if (!options_.redis_url.empty()) {
+            logger_->write(LogLevel::warning, "redis_url_unused",
+                           "redis_url is set, but this version has no multi-node fan-out: "
+                           "messages reach only this node's connections");
+        }
         logger_->write(LogLevel::info, "server_started",
                        "listening on " + options_.host + ":" + std::to_string(local_port()));
         schedule_keepalive();
