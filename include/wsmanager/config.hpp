@@ -5,20 +5,15 @@
 // own asio configs in two ways: websocketpp's access and error logs go to the manager's log
 // sink, and every connection carries the manager's per-connection data.
 
-#include <chrono>
-#include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include <websocketpp/common/network.hpp>
 #include <websocketpp/config/asio_no_tls.hpp>
 #include <websocketpp/logger/levels.hpp>
-#include <websocketpp/message_buffer/alloc.hpp>
-#include <websocketpp/message_buffer/message.hpp>
 
+#include <wsmanager/detail/session.hpp>
 #include <wsmanager/log.hpp>
 
 namespace wsmanager {
@@ -30,27 +25,12 @@ namespace detail {
 /// thread exists, leaves only reads (ThreadSanitizer reported the first-use write as a race).
 inline bool const websocketpp_byte_order_detected = (websocketpp::lib::net::_htonll(0), true);
 
-/// Per-connection data the manager keeps inside each websocketpp connection
-/// (websocketpp's `connection_base` hook). Written during the handshake on the connection's
-/// strand; read afterwards by handlers that were posted from there.
+/// What the manager keeps inside each websocketpp connection (websocketpp's
+/// `connection_base` hook): the session the handshake made of it. The names are prefixed
+/// because they are visible in websocketpp's own connection code.
 struct connection_data {
-    std::uint64_t connection_id = 0;
-    std::string user_id;  ///< empty: anonymous
-    std::string remote_endpoint;  ///< "address:port", from the handshake
-    bool registered = false;  ///< manager strand: counted as open
-    bool awaiting_pong = false;  ///< connection strand: a keepalive ping is in flight
-    bool refused = false;        ///< connection strand: the handshake was refused (counted)
-    double rate_tokens = -1;     ///< connection strand: frame rate limiter (-1: unused)
-
-    // Frames on their way to the connection's strand (manager_core::send_frame / flush).
-    std::mutex outbox_mutex;
-    std::vector<std::shared_ptr<websocketpp::message_buffer::message<
-        websocketpp::message_buffer::alloc::con_msg_manager>>>
-        outbox;                     ///< guarded by outbox_mutex
-    std::size_t outbox_bytes = 0;   ///< guarded by outbox_mutex
-    bool flush_posted = false;      ///< guarded by outbox_mutex
-    bool outbox_overflowed = false;  ///< guarded by outbox_mutex
-    std::chrono::steady_clock::time_point rate_refilled{};
+    std::shared_ptr<session> wsmanager_session;  ///< set once admitted, on the connection strand
+    bool wsmanager_refused = false;  ///< connection strand: the handshake was refused (counted)
 };
 
 /// A websocketpp logger (the `alog_type`/`elog_type` concept) that forwards to the

@@ -28,6 +28,7 @@
 #include <wsmanager/action.hpp>
 #include <wsmanager/config.hpp>
 #include <wsmanager/detail/manager_core.hpp>
+#include <wsmanager/detail/websocketpp_transport.hpp>
 #include <wsmanager/error.hpp>
 #include <wsmanager/handshake.hpp>
 #include <wsmanager/http.hpp>
@@ -167,7 +168,8 @@ public:
                            CompletionToken&& token = asio::use_awaitable_t<>{}) {
         return asio::async_initiate<CompletionToken, void(std::error_code, std::size_t)>(
             [core = core_](auto handler, Message message) {
-                core->broadcast(std::move(message), std::move(handler));
+                core->deliver(detail::delivery_target::everyone(), std::move(message),
+                              std::move(handler));
             },
             token, std::move(message));
     }
@@ -185,7 +187,8 @@ public:
                       CompletionToken&& token = asio::use_awaitable_t<>{}) {
         return asio::async_initiate<CompletionToken, void(std::error_code, std::size_t)>(
             [core = core_](auto handler, std::string user_id, Message message) {
-                core->send_to_user(std::move(user_id), std::move(message), std::move(handler));
+                core->deliver(detail::delivery_target::user(std::move(user_id)),
+                              std::move(message), std::move(handler));
             },
             token, std::move(user_id), std::move(message));
     }
@@ -201,7 +204,8 @@ public:
                  CompletionToken&& token = asio::use_awaitable_t<>{}) {
         return asio::async_initiate<CompletionToken, void(std::error_code, std::size_t)>(
             [core = core_](auto handler, std::string topic, Message message) {
-                core->publish(std::move(topic), std::move(message), std::move(handler));
+                core->deliver(detail::delivery_target::to_topic(std::move(topic)),
+                              std::move(message), std::move(handler));
             },
             token, std::move(topic), std::move(message));
     }
@@ -373,11 +377,16 @@ public:
     std::string metrics_text() const { return core_->metrics_text(); }
 
 private:
-    using core_type = detail::manager_core<Config>;
+    using core_type = detail::manager_core;
+    using transport_type = detail::websocketpp_transport<Config>;
 
+    /// The engine, and the websocketpp transport that feeds it.
     static std::shared_ptr<core_type> make_core(asio::io_context& context, Options options) {
-        auto core = std::make_shared<core_type>(context, std::move(options));
-        core->install_handlers();
+        auto core = core_type::create(context, std::move(options));
+        auto transport = std::make_shared<transport_type>(context, core->strand(), core->options(),
+                                                          core->log(), core->counters());
+        transport->attach(core);
+        core->attach(std::move(transport));
         return core;
     }
 

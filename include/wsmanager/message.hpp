@@ -47,6 +47,12 @@ inline frame_ptr make_text_frame(std::string payload) {
     frame->set_prepared(true);
     return frame;
 }
+
+}  // namespace detail
+
+class Message;
+namespace detail {
+inline frame_ptr const& frame_of(Message const& message) noexcept;
 }  // namespace detail
 
 /**
@@ -79,13 +85,17 @@ public:
     std::string_view text() const noexcept { return frame_->get_payload(); }
     std::size_t size() const noexcept { return frame_->get_payload().size(); }
 
-    /// The prepared websocketpp frame (internal).
-    detail::frame_ptr const& frame() const noexcept { return frame_; }
-
 private:
+    friend detail::frame_ptr const& detail::frame_of(Message const& message) noexcept;
+
     explicit Message(detail::frame_ptr frame) : frame_(std::move(frame)) {}
     detail::frame_ptr frame_;
 };
+
+namespace detail {
+/// The prepared frame behind a Message, for the session that writes it.
+inline frame_ptr const& frame_of(Message const& message) noexcept { return message.frame_; }
+}  // namespace detail
 
 }  // namespace wsmanager
 

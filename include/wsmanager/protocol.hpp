@@ -1,28 +1,19 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
-// The wire protocol wsmanager.v1: the only place that knows frame field names.
-// Server frames are written straight into a buffer with RapidJSON's SAX writer (no DOM),
-// then framed once as a Message.
+// The public vocabulary of the wire protocol wsmanager.v1: its subprotocol name, the codes of
+// `error` frames (which a host action may answer with, see ActionContext::reply_error), the
+// close codes the server sends, and the topic that hears about one task. How frames are
+// written and read is internal (detail/protocol_codec.hpp); docs/protocol.md is the reference.
 
-#include <chrono>
+#include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <variant>
-#include <vector>
-
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-
-#include <wsmanager/detail/utf8.hpp>
-#include <wsmanager/message.hpp>
-#include <wsmanager/models.hpp>
 
 namespace wsmanager::protocol {
 
+/// The subprotocol the server selects when a client offers it.
 inline constexpr std::string_view subprotocol = "wsmanager.v1";
 
 /// Error codes of `error` frames.
@@ -45,364 +36,21 @@ constexpr std::string_view to_string(ErrorCode code) noexcept {
     return "internal";
 }
 
-/// Seconds since the Unix epoch, as the original's time.time().
-inline double now_seconds() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
+/// Close codes the server sends (RFC 6455 section 7.4.1).
+namespace close_code {
+inline constexpr std::uint16_t going_away = 1001;        ///< stop_server
+inline constexpr std::uint16_t unsupported_data = 1003;  ///< a binary frame
+inline constexpr std::uint16_t policy_violation = 1008;  ///< a client that does not read
+inline constexpr std::uint16_t internal_error = 1011;    ///< keepalive ping unanswered
+inline constexpr std::uint16_t try_again_later = 1013;   ///< over max_connections
+}  // namespace close_code
 
-/// Builds one server frame: `frame_writer w("pong"); w.field(...); w.finish()`.
-class frame_writer {
-public:
-    explicit frame_writer(std::string_view type) : writer_(buffer_) {
-        writer_.StartObject();
-        field("type", type);
-    }
-
-    frame_writer& field(std::string_view key, std::string_view value) {
-        key_(key);
-        writer_.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
-        return *this;
-    }
-    frame_writer& field(std::string_view key, char const* value) {
-        return field(key, std::string_view(value));
-    }
-    frame_writer& field(std::string_view key, bool value) {
-        key_(key);
-        writer_.Bool(value);
-        return *this;
-    }
-    frame_writer& field(std::string_view key, std::int64_t value) {
-        key_(key);
-        writer_.Int64(value);
-        return *this;
-    }
-    frame_writer& field(std::string_view key, std::uint64_t value) {
-        key_(key);
-        writer_.Uint64(value);
-        return *this;
-    }
-    frame_writer& field(std::string_view key, int value) {
-        return field(key, static_cast<std::int64_t>(value));
-    }
-    frame_writer& field(std::string_view key, double value) {
-        key_(key);
-        writer_.Double(value);
-        return *this;
-    }
-    frame_writer& field(std::string_view key, rapidjson::Value const& value) {
-        key_(key);
-        value.Accept(writer_);
-        return *this;
-    }
-    /// A field whose value is JSON text already validated by the caller.
-    frame_writer& raw_field(std::string_view key, std::string_view json) {
-        key_(key);
-        writer_.RawValue(json.data(), json.size(), rapidjson::kObjectType);
-        return *this;
-    }
-    frame_writer& null_field(std::string_view key) {
-        key_(key);
-        writer_.Null();
-        return *this;
-    }
-    template <class T>
-    frame_writer& optional_field(std::string_view key, std::optional<T> const& value) {
-        if (value) return field(key, *value);
-        return null_field(key);
-    }
-    frame_writer& begin_object(std::string_view key) {
-        key_(key);
-        writer_.StartObject();
-        return *this;
-    }
-    frame_writer& end_object() {
-        writer_.EndObject();
-        return *this;
-    }
-    /// Echoes the client's request_id, when it sent one.
-    frame_writer& request_id(rapidjson::Value const* id) {
-        if (id != nullptr) field("request_id", *id);
-        return *this;
-    }
-
-    Message finish() {
-        writer_.EndObject();
-        return Message::from_trusted_json(std::string(buffer_.GetString(), buffer_.GetSize()));
-    }
-
-private:
-    void key_(std::string_view key) {
-        writer_.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()));
-    }
-    rapidjson::StringBuffer buffer_;
-    rapidjson::Writer<rapidjson::StringBuffer> writer_;
-};
-
-inline Message connected_frame(std::uint64_t connection_id, std::string_view user_id,
-                               std::string_view selected_protocol) {
-    frame_writer w("connected");
-    w.field("connection_id", std::to_string(connection_id));
-    if (user_id.empty()) {
-        w.null_field("user_id");
-    } else {
-        w.field("user_id", user_id);
-    }
-    return w.field("protocol", selected_protocol).field("server_time", now_seconds()).finish();
-}
-
-inline Message error_frame(ErrorCode code, std::string_view message,
-                           rapidjson::Value const* request_id = nullptr) {
-    return frame_writer("error")
-        .field("code", to_string(code))
-        .field("message", message)
-        .request_id(request_id)
-        .finish();
-}
-
-inline Message pong_frame(rapidjson::Value const* timestamp, rapidjson::Value const* request_id) {
-    frame_writer w("pong");
-    if (timestamp != nullptr) {
-        w.field("timestamp", *timestamp);
-    } else {
-        w.null_field("timestamp");
-    }
-    return w.field("server_time", now_seconds()).request_id(request_id).finish();
-}
-
-inline Message subscription_frame(bool subscribed, std::string_view topic,
-                                  rapidjson::Value const* request_id) {
-    return frame_writer(subscribed ? "subscribed" : "unsubscribed")
-        .field("topic", topic)
-        .request_id(request_id)
-        .finish();
-}
-
-inline Message task_step_result_frame(std::string_view callback_id, std::string_view user_id,
-                                     std::string_view task_id, int step,
-                                     TaskStepResult const& result, double timeout_s) {
-    frame_writer w("task_step_result");
-    w.field("callback_id", callback_id)
-        .field("user_id", user_id)
-        .field("task_id", task_id)
-        .field("step", step)
-        .field("message", result.message)
-        .field("status", result.status);
-    // step_result: every TaskStepResult field; `result` is JSON text validated by the caller.
-    w.begin_object("step_result")
-        .field("step", result.step)
-        .raw_field("result", result.result)
-        .field("completed", result.completed)
-        .field("message", result.message)
-        .field("status", result.status)
-        .optional_field("error_code", result.error_code)
-        .optional_field("error_message", result.error_message)
-        .end_object();
-    return w.field("timeout_s", timeout_s).field("timestamp", now_seconds()).finish();
-}
-
-inline Message confirmation_resolved_frame(std::string_view callback_id, std::string_view task_id,
-                                           UserConfirmation const& confirmation) {
-    return frame_writer("confirmation_resolved")
-        .field("callback_id", callback_id)
-        .field("task_id", task_id)
-        .field("proceed", confirmation.proceed)
-        .optional_field("feedback", confirmation.feedback)
-        .field("reason", to_string(confirmation.reason))
-        .finish();
-}
-
-inline Message task_cancelled_frame(std::string_view user_id, std::string_view task_id) {
-    return frame_writer("task_cancelled")
-        .field("user_id", user_id)
-        .field("task_id", task_id)
-        .field("timestamp", now_seconds())
-        .finish();
-}
-
-inline Message heartbeat_frame(std::string_view user_id, std::string_view task_id) {
-    return frame_writer("heartbeat")
-        .field("user_id", user_id)
-        .field("task_id", task_id)
-        .field("timestamp", now_seconds())
-        .finish();
-}
+/// The longest topic name a client may subscribe to, in bytes.
+inline constexpr std::size_t max_topic_length = 256;
 
 /// The topic whose subscribers hear about one task (`task_cancelled`).
 inline std::string task_topic(std::string_view task_id) {
     return "task:" + std::string(task_id);
-}
-
-/// A client frame, parsed: its action and optional request_id.
-struct ClientFrame {
-    rapidjson::Document document;
-    std::string_view action;
-    rapidjson::Value const* request_id = nullptr;
-
-    /// A member of the frame, or nullptr when absent.
-    rapidjson::Value const* find(std::string_view name) const {
-        auto it = document.FindMember(
-            rapidjson::Value(rapidjson::StringRef(name.data(), name.size())));
-        return it == document.MemberEnd() ? nullptr : &it->value;
-    }
-    /// A string member, or nullopt when absent or not a string.
-    std::optional<std::string_view> string_field(std::string_view name) const {
-        auto const* value = find(name);
-        if (value == nullptr || !value->IsString()) return std::nullopt;
-        return std::string_view(value->GetString(), value->GetStringLength());
-    }
-};
-
-/// Why a client frame could not be parsed; `message` goes into the error frame.
-struct FrameProblem {
-    ErrorCode code;
-    std::string message;
-};
-
-/// True when every string (keys included) in a parsed value is UTF-8; iterative.
-inline bool strings_are_utf8(rapidjson::Value const& root) {
-    std::vector<rapidjson::Value const*> pending{&root};
-    while (!pending.empty()) {
-        auto const* value = pending.back();
-        pending.pop_back();
-        if (value->IsString()) {
-            if (!wsmanager::detail::is_valid_utf8({value->GetString(), value->GetStringLength()})) {
-                return false;
-            }
-        } else if (value->IsArray()) {
-            for (auto const& item : value->GetArray()) pending.push_back(&item);
-        } else if (value->IsObject()) {
-            for (auto const& member : value->GetObject()) {
-                pending.push_back(&member.name);
-                pending.push_back(&member.value);
-            }
-        }
-    }
-    return true;
-}
-
-/**
- * Parses a client text frame: a JSON object with a string `action`.
- * The text must outlive the result only during this call (strings are copied).
- */
-inline std::optional<FrameProblem> parse_client_frame(std::string_view text, ClientFrame& out) {
-    // Iterative: a deeply nested frame must not exhaust the stack.
-    out.document.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
-    if (out.document.HasParseError()) {
-        return FrameProblem{ErrorCode::invalid_json, "Invalid JSON format"};
-    }
-    // An escape can spell a lone surrogate ("\udc00"), which RapidJSON decodes to bytes
-    // that are not UTF-8; echoing them would make the client fail the connection.
-    if (!strings_are_utf8(out.document)) {
-        return FrameProblem{ErrorCode::bad_request, "Invalid Unicode escape (lone surrogate)"};
-    }
-    if (!out.document.IsObject()) {
-        return FrameProblem{ErrorCode::bad_request, "A frame must be a JSON object"};
-    }
-    out.request_id = out.find("request_id");
-    if (out.request_id != nullptr && !(out.request_id->IsString() || out.request_id->IsNumber())) {
-        out.request_id = nullptr;
-        return FrameProblem{ErrorCode::bad_request, "request_id must be a string or a number"};
-    }
-    auto const* action = out.find("action");
-    if (action == nullptr) {
-        return FrameProblem{ErrorCode::bad_request, "Missing field: action"};
-    }
-    if (!action->IsString()) {
-        return FrameProblem{ErrorCode::bad_request, "Field action must be a string"};
-    }
-    out.action = std::string_view(action->GetString(), action->GetStringLength());
-    return std::nullopt;
-}
-
-}  // namespace wsmanager::protocol
-
-namespace wsmanager::protocol {
-
-/// Fields of a client `confirm`.
-struct ConfirmAnswer {
-    std::string callback_id;
-    bool proceed = false;
-    std::optional<std::string> feedback;
-};
-
-/// Fields of a client `cancel`.
-struct CancelAsk {
-    std::string task_id;
-    std::optional<std::string> user_id;  ///< when given, must be the sender's own
-};
-
-namespace detail {
-inline std::optional<FrameProblem> required_string(ClientFrame const& frame, std::string_view name,
-                                                   std::string& out) {
-    auto value = frame.string_field(name);
-    if (!value || value->empty()) {
-        return FrameProblem{ErrorCode::bad_request,
-                            "Field " + std::string(name) + " must be a non-empty string"};
-    }
-    out = std::string(*value);
-    return std::nullopt;
-}
-
-/// An optional string field: absent and null are "none"; any other type is a problem.
-inline std::optional<FrameProblem> optional_string(ClientFrame const& frame, std::string_view name,
-                                                   std::optional<std::string>& out) {
-    auto const* value = frame.find(name);
-    if (value == nullptr || value->IsNull()) return std::nullopt;
-    if (!value->IsString()) {
-        return FrameProblem{ErrorCode::bad_request,
-                            "Field " + std::string(name) + " must be a string"};
-    }
-    out = std::string(value->GetString(), value->GetStringLength());
-    return std::nullopt;
-}
-}  // namespace detail
-
-inline std::variant<ConfirmAnswer, FrameProblem> parse_confirm(ClientFrame const& frame) {
-    ConfirmAnswer answer;
-    if (auto problem = detail::required_string(frame, "callback_id", answer.callback_id)) {
-        return *problem;
-    }
-    auto const* proceed = frame.find("proceed");
-    if (proceed == nullptr || !proceed->IsBool()) {
-        return FrameProblem{ErrorCode::bad_request, "Field proceed must be a boolean"};
-    }
-    answer.proceed = proceed->GetBool();
-    if (auto problem = detail::optional_string(frame, "feedback", answer.feedback)) {
-        return *problem;
-    }
-    return answer;
-}
-
-inline std::variant<CancelAsk, FrameProblem> parse_cancel(ClientFrame const& frame) {
-    CancelAsk ask;
-    if (auto problem = detail::required_string(frame, "task_id", ask.task_id)) return *problem;
-    if (auto problem = detail::optional_string(frame, "user_id", ask.user_id)) return *problem;
-    return ask;
-}
-
-inline std::variant<std::string, FrameProblem> parse_ack(ClientFrame const& frame) {
-    std::string message_id;
-    if (auto problem = detail::required_string(frame, "message_id", message_id)) return *problem;
-    return message_id;
-}
-
-/// The host's message with `message_id` and `requires_ack: true` added (send_with_ack);
-/// nullopt when the message is not a JSON object.
-inline std::optional<Message> with_ack_request(Message const& message, std::string_view message_id) {
-    rapidjson::Document document;
-    document.Parse(message.text().data(), message.text().size());
-    if (document.HasParseError() || !document.IsObject()) return std::nullopt;
-    auto& allocator = document.GetAllocator();
-    document.RemoveMember("message_id");
-    document.RemoveMember("requires_ack");
-    document.AddMember("message_id",
-                       rapidjson::Value(message_id.data(),
-                                        static_cast<rapidjson::SizeType>(message_id.size()),
-                                        allocator),
-                       allocator);
-    document.AddMember("requires_ack", true, allocator);
-    return Message(document);
 }
 
 }  // namespace wsmanager::protocol

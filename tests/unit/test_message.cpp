@@ -11,11 +11,12 @@
 #include <wsmanager/message.hpp>
 
 using wsmanager::Message;
+using wsmanager::detail::frame_of;  // the prepared frame behind a Message
 
 namespace {
 
 /// The bytes of a frame's header as unsigned values.
-std::string header_of(Message const& message) { return message.frame()->get_header(); }
+std::string header_of(Message const& message) { return frame_of(message)->get_header(); }
 
 unsigned byte(std::string const& bytes, std::size_t i) {
     return static_cast<unsigned char>(bytes.at(i));
@@ -89,11 +90,11 @@ TEST_CASE("Message copies share one frame", "[message]") {
     Message const copy = original;  // NOLINT(performance-unnecessary-copy-initialization)
     Message assigned = Message::from_json("{}");
     assigned = original;
-    CHECK(copy.frame().get() == original.frame().get());
-    CHECK(assigned.frame().get() == original.frame().get());
+    CHECK(frame_of(copy).get() == frame_of(original).get());
+    CHECK(frame_of(assigned).get() == frame_of(original).get());
     CHECK(copy.text().data() == original.text().data());
     Message moved = std::move(assigned);
-    CHECK(moved.frame().get() == original.frame().get());
+    CHECK(frame_of(moved).get() == frame_of(original).get());
 }
 
 TEST_CASE("Message from a rapidjson value is serialized once, compactly", "[message]") {
@@ -158,7 +159,7 @@ TEST_CASE("Message frames are prepared, unmasked, final text frames", "[message]
         CHECK(size == text.size());
     }
     auto const message = Message::from_json("{}");
-    CHECK(message.frame()->get_prepared());
-    CHECK(message.frame()->get_opcode() == websocketpp::frame::opcode::text);
-    CHECK(message.frame()->get_payload() == "{}");
+    CHECK(frame_of(message)->get_prepared());
+    CHECK(frame_of(message)->get_opcode() == websocketpp::frame::opcode::text);
+    CHECK(frame_of(message)->get_payload() == "{}");
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// The wire protocol wsmanager.v1: server frames (parsed back and checked field by field)
-// and the parsing of client frames.
+// The wire protocol wsmanager.v1 (detail/protocol_codec.hpp): server frames (parsed back and
+// checked field by field) and the parsing of client frames.
 
 #include <chrono>
 #include <cmath>
@@ -11,10 +11,15 @@
 #include <catch2/catch.hpp>
 #include <rapidjson/document.h>
 
+#include <wsmanager/detail/protocol_codec.hpp>
 #include <wsmanager/protocol.hpp>
 
-namespace protocol = wsmanager::protocol;
-using protocol::ErrorCode;
+// The public vocabulary and the codec under one name.
+namespace protocol {
+using namespace wsmanager::protocol;
+using namespace wsmanager::detail::codec;
+}  // namespace protocol
+using wsmanager::protocol::ErrorCode;
 
 namespace {
 

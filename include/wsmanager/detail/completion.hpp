@@ -8,6 +8,7 @@
 
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
+#include <asio/cancellation_type.hpp>
 #include <asio/execution/outstanding_work.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
@@ -52,6 +53,20 @@ private:
     work_executor work_;
     Handler handler_;
 };
+
+/// Connects a handler's cancellation slot (if any) to `cancel`, for terminal, partial and
+/// total cancellation alike: each ends the operation at once.
+template <class Handler, class Cancel>
+void install_canceller(Handler& handler, Cancel cancel) {
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    if (!slot.is_connected()) return;
+    slot.assign([cancel = std::move(cancel)](asio::cancellation_type type) {
+        if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
+                     asio::cancellation_type::total)) != asio::cancellation_type::none) {
+            cancel();
+        }
+    });
+}
 
 /// A pending_completion as a copyable std::function, for storing in containers.
 template <class Signature, class Completion>

@@ -99,8 +99,9 @@ struct manager_counters {
     std::atomic<std::size_t> active_connections{0};
     std::atomic<std::size_t> users_online{0};
     std::atomic<std::size_t> topics{0};
-    std::atomic<std::size_t> pending_callbacks{0};
+    std::atomic<std::size_t> pending_callbacks{0};  ///< confirmations + acks
     std::atomic<std::size_t> pending_confirmations{0};
+    std::atomic<std::size_t> pending_acks{0};
     std::atomic<std::size_t> running_heartbeats{0};
     std::size_t max_connections = 0;  ///< set once, before start
 
@@ -134,6 +135,13 @@ struct manager_counters {
         return std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::steady_clock::now().time_since_epoch())
             .count();
+    }
+
+    /// Manager strand, after pending_confirmations or pending_acks changed.
+    void refresh_pending_callbacks() noexcept {
+        pending_callbacks.store(pending_confirmations.load(std::memory_order_relaxed) +
+                                    pending_acks.load(std::memory_order_relaxed),
+                                std::memory_order_relaxed);
     }
 
     void count_rejected(reject_reason reason) noexcept {

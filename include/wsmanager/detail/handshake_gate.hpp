@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// Admission before the upgrade: the Origin allow-list, the query string, the identity
+// (development `?user_id=`, an HS256 JWT, or the host's Authenticator) and its validity.
+// It answers with the user id to admit, or the HTTP refusal; refusals are counted and
+// logged here. The transport turns a websocketpp request into a handshake_attempt and
+// applies the answer.
+//
+// Runs on the connecting connection's strand, possibly on several threads at once for
+// different connections: admit() only reads the gate's state, which is set before
+// start_server.
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <exception>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <wsmanager/detail/jwt.hpp>
+#include <wsmanager/detail/metrics.hpp>
+#include <wsmanager/detail/uri.hpp>
+#include <wsmanager/detail/utf8.hpp>
+#include <wsmanager/handshake.hpp>
+#include <wsmanager/log.hpp>
+#include <wsmanager/options.hpp>
+
+namespace wsmanager::detail {
+
+/// What a client's opening handshake says, as the gate needs it.
+struct handshake_attempt {
+    std::string resource;  ///< path and query, as requested
+    std::map<std::string, std::string> headers;  ///< names in lower case
+    std::string remote_endpoint;                 ///< "address:port"
+};
+
+/// The gate's answer.
+struct admission {
+    bool admitted = false;
+    std::string user_id;  ///< admitted: the connection's user ("" for anonymous)
+    int http_status = 0;  ///< refused: the response status
+    std::string reason;   ///< refused: the response body
+    std::vector<std::pair<std::string, std::string>> headers;  ///< refused: extra headers
+};
+
+class handshake_gate {
+public:
+    handshake_gate(Options const& options, manager_counters& counters, logger const& log)
+        : options_(options), counters_(counters), log_(log) {}
+
+    /// Replaces the default identity check (before start_server).
+    void set_authenticator(Authenticator authenticator) {
+        authenticator_ = std::move(authenticator);
+    }
+    bool has_authenticator() const noexcept { return static_cast<bool>(authenticator_); }
+
+    admission admit(handshake_attempt const& attempt) const {
+        if (!options_.allowed_origins.empty()) {
+            auto const origin = header(attempt, "origin");
+            auto const& allowed = options_.allowed_origins;
+            if (std::find(allowed.begin(), allowed.end(), origin) == allowed.end()) {
+                return refuse(attempt, AuthResult::reject("Origin not allowed", 403),
+                              reject_reason::origin);
+            }
+        }
+        HandshakeRequest request;
+        auto const question = attempt.resource.find('?');
+        request.path = attempt.resource.substr(0, question);
+        if (question != std::string::npos) {
+            auto query = parse_query(std::string_view(attempt.resource).substr(question + 1));
+            if (!query) {
+                return refuse(attempt, AuthResult::reject("Malformed query string", 400),
+                              reject_reason::handshake);
+            }
+            request.query = std::move(*query);
+        }
+        request.headers = attempt.headers;
+        request.remote_endpoint = attempt.remote_endpoint;
+        AuthResult verdict;
+        try {
+            verdict = authenticator_ ? authenticator_(request) : default_authenticate(request);
+        } catch (std::exception const& e) {
+            log_.write(LogLevel::error, "authenticator_failed", e.what());
+            verdict = AuthResult::reject("Authentication failed", 500);
+        }
+        if (!verdict.accepted) return refuse(attempt, verdict, reject_reason::auth);
+        if (!is_valid_utf8(verdict.user_id)) {
+            return refuse(attempt, AuthResult::reject("The user id must be valid UTF-8", 400),
+                          reject_reason::handshake);
+        }
+        return admission{true, std::move(verdict.user_id), 0, {}, {}};
+    }
+
+    /// The default identity check: development `?user_id=`, or an HS256 JWT from `?token=`
+    /// or `Authorization: Bearer` when Options::auth_secret is set.
+    AuthResult default_authenticate(HandshakeRequest const& request) const {
+        if (options_.auth_secret.empty()) {  // development mode: trust ?user_id=
+            return AuthResult::accept(request.query_param("user_id"));
+        }
+        // JWT mode: ?token= first, else "Authorization: Bearer <token>". ?user_id= is ignored.
+        std::string_view token = request.query_param("token");
+        if (token.empty()) token = bearer_token(request.header("authorization"));
+        if (token.empty()) return AuthResult::reject("Missing token");
+        auto const now = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+        auto verdict = verify_hs256_jwt(token, options_.auth_secret, now);
+        if (!verdict) return AuthResult::reject(std::move(verdict.error));
+        return AuthResult::accept(std::move(verdict.subject));
+    }
+
+private:
+    static std::string_view bearer_token(std::string_view authorization) {
+        constexpr std::string_view scheme = "bearer ";
+        bool const bearer =
+            authorization.size() > scheme.size() &&
+            std::equal(scheme.begin(), scheme.end(), authorization.begin(), [](char a, char b) {
+                return a == std::tolower(static_cast<unsigned char>(b));
+            });
+        if (!bearer) return {};
+        auto token = authorization.substr(scheme.size());
+        auto const first = token.find_first_not_of(" \t");
+        auto const last = token.find_last_not_of(" \t");
+        return first == std::string_view::npos ? std::string_view{}
+                                                : token.substr(first, last - first + 1);
+    }
+
+    static std::string header(handshake_attempt const& attempt, std::string const& name) {
+        auto it = attempt.headers.find(name);
+        return it == attempt.headers.end() ? std::string{} : it->second;
+    }
+
+    admission refuse(handshake_attempt const& attempt, AuthResult const& verdict,
+                     reject_reason reason) const {
+        counters_.count_rejected(reason);
+        log_.write(LogLevel::info, "handshake_refused",
+                   std::to_string(verdict.http_status) + " " + verdict.reason + " from " +
+                       attempt.remote_endpoint);
+        admission refused{false, {}, verdict.http_status, verdict.reason, {}};
+        if (verdict.http_status == 401) {
+            refused.headers.emplace_back("WWW-Authenticate", "Bearer");  // RFC 6750
+        }
+        return refused;
+    }
+
+    Options const& options_;
+    manager_counters& counters_;
+    logger const& log_;
+    Authenticator authenticator_;
+};
+
+}  // namespace wsmanager::detail

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// Bodies of manager_core's state machine, connection lifecycle and subscriptions.
+
+namespace wsmanager::detail {
+
+inline Status manager_core::status() const {
+    auto const relaxed = std::memory_order_relaxed;
+    auto const& c = *counters_;
+    Status s;
+    s.running = c.running.load(relaxed);
+    s.active_connections = c.active_connections.load(relaxed);
+    s.pending_callbacks = c.pending_callbacks.load(relaxed);
+    s.users_online = c.users_online.load(relaxed);
+    s.topics = c.topics.load(relaxed);
+    s.port = s.running ? c.port.load(relaxed) : 0;
+    if (s.running) {
+        s.uptime_s =
+            static_cast<double>(manager_counters::steady_ms() - c.started_at_ms.load(relaxed)) /
+            1000.0;
+    }
+    s.connections_opened = c.connections_opened.load(relaxed);
+    s.connections_rejected = c.connections_rejected.load(relaxed);
+    s.messages_sent = c.messages_sent.load(relaxed);
+    s.messages_failed = c.messages_failed.load(relaxed);
+    s.messages_received = c.messages_received.load(relaxed);
+    s.frames_rejected = c.frames_rejected.load(relaxed);
+    auto const attempts = s.connections_opened + s.connections_rejected;
+    s.connection_success_rate =
+        attempts == 0 ? 1.0
+                      : static_cast<double>(s.connections_opened) / static_cast<double>(attempts);
+    auto const ended = c.confirmations_ended.load(relaxed);
+    s.avg_confirmation_wait_s =
+        ended == 0 ? 0.0
+                   : static_cast<double>(c.confirmation_wait_total_us.load(relaxed)) / 1e6 /
+                         static_cast<double>(ended);
+    return s;
+}
+
+// ---- server state machine ---------------------------------------------------------------
+
+inline std::error_code manager_core::start_listening() {
+    if (phase_ != phase::stopped) return error::already_running;
+    if (auto ec = transport_->listen()) return ec;
+    counters_->port.store(transport_->local_port(), std::memory_order_relaxed);
+    counters_->started_at_ms.store(manager_counters::steady_ms(), std::memory_order_relaxed);
+    counters_->running.store(true, std::memory_order_relaxed);
+    phase_ = phase::running;
+    if (options_.auth_secret.empty() && !gate_.has_authenticator()) {
+        logger_->write(LogLevel::warning, "development_mode",
+                       "no auth secret: ?user_id= is trusted as the user's identity");
+    }
+    if (!options_.redis_url.empty()) {
+        logger_->write(LogLevel::warning, "redis_url_unused",
+                       "redis_url is set, but this version has no multi-node fan-out: "
+                       "messages reach only this node's connections");
+    }
+    logger_->write(LogLevel::info, "server_started",
+                   "listening on " + options_.host + ":" + std::to_string(local_port()));
+    schedule_keepalive();
+    return {};
+}
+
+inline void manager_core::begin_stop() {
+    if (phase_ != phase::running) return;
+    phase_ = phase::stopping;
+    counters_->running.store(false, std::memory_order_relaxed);
+    // Pending work ends before the close frames are queued, so clients still see
+    // confirmation_resolved (reason shutdown) on their way out.
+    confirmations_.end_all(ConfirmationReason::shutdown);
+    heartbeats_.end_all(error::shutting_down);
+    acks_.end_all(error::shutting_down);
+    transport_->stop_listening();
+    keepalive_timer_.cancel();
+    for (auto const& session : connections_.all()) {
+        session->close(protocol::close_code::going_away, "Server shutting down");
+    }
+    logger_->write(LogLevel::info, "server_stopping",
+                   std::to_string(connections_.size()) + " connections to close");
+    finish_stop_if_idle();
+}
+
+inline void manager_core::finish_stop_if_idle() {
+    if (phase_ != phase::stopping || connections_.size() != 0) return;
+    phase_ = phase::stopped;
+    logger_->write(LogLevel::info, "server_stopped", "");
+    auto waiters = std::move(stop_waiters_);
+    stop_waiters_.clear();
+    for (auto& waiter : waiters) waiter(std::error_code{});
+}
+
+inline void manager_core::schedule_keepalive() {
+    if (options_.ping_interval.count() == 0) return;
+    keepalive_timer_.expires_after(options_.ping_interval);
+    keepalive_timer_.async_wait([weak = weak_from_this()](std::error_code ec) {
+        auto self = weak.lock();
+        if (ec || !self || self->phase_ != phase::running) return;
+        for (auto const& session : self->connections_.all()) session->ping();
+        self->schedule_keepalive();
+    });
+}
+
+// ---- connections ------------------------------------------------------------------------
+
+inline void manager_core::register_session(session_ptr const& session) {
+    if (phase_ != phase::running) {
+        session->close(protocol::close_code::going_away, "Server shutting down");
+        return;
+    }
+    if (connections_.size() >= options_.max_connections) {
+        counters_->count_rejected(reject_reason::limit);
+        logger_->write(LogLevel::warning, "connection_limit",
+                       "closing connection over max_connections (" +
+                           std::to_string(options_.max_connections) + ")",
+                       session->id(), session->user_id());
+        session->close(protocol::close_code::try_again_later, "Server connection limit reached");
+        return;
+    }
+    connections_.add(session);
+    update_connection_gauges();
+    manager_counters::add(counters_->connections_opened);
+    logger_->write(LogLevel::debug, "connection_opened", session->remote_endpoint(),
+                   session->id(), session->user_id());
+    session->send(codec::connected_frame(session->id(), session->user_id(), session->subprotocol()));
+    if (!session->anonymous()) confirmations_.user_online(session);
+}
+
+inline void manager_core::unregister_session(session_ptr const& session,
+                                             std::uint16_t close_code) {
+    // Never registered (refused at the limit, or opened while stopping): not counted.
+    if (!connections_.contains(session->id())) return;
+    topics_.remove_connection(session->id());
+    auto const removed = connections_.remove(session->id());
+    if (removed.user_went_offline && phase_ == phase::running) {
+        confirmations_.user_offline(session->user_id());
+    }
+    update_connection_gauges();
+    counters_->count_closed(close_code);
+    logger_->write(LogLevel::debug, "connection_closed", "code " + std::to_string(close_code),
+                   session->id(), session->user_id());
+    finish_stop_if_idle();
+}
+
+inline void manager_core::update_connection_gauges() {
+    counters_->active_connections.store(connections_.size(), std::memory_order_relaxed);
+    counters_->users_online.store(connections_.users_online(), std::memory_order_relaxed);
+    counters_->topics.store(topics_.size(), std::memory_order_relaxed);
+}
+
+// ---- subscriptions ----------------------------------------------------------------------
+
+inline void manager_core::subscribe(client_request const& request, codec::SubscriptionAsk ask) {
+    auto const& sender = request.sender;
+    if (ask.subscribe) {
+        if (!topics_.is_subscribed(sender->id(), ask.topic)) {
+            if (subscribe_authorizer_ && !host_allows(*sender, [&] {
+                    return subscribe_authorizer_(sender->user_id(), ask.topic);
+                })) {
+                request.reject(protocol::ErrorCode::forbidden,
+                               "Not allowed to subscribe to " + ask.topic);
+                return;
+            }
+            if (topics_.subscribe(sender, ask.topic, options_.max_topics_per_connection) ==
+                topic_registry::subscribe_result::connection_limit) {
+                request.reject(protocol::ErrorCode::forbidden,
+                               "Subscription limit reached (" +
+                                   std::to_string(options_.max_topics_per_connection) + ")");
+                return;
+            }
+        }
+    } else {
+        topics_.unsubscribe(sender->id(), ask.topic);
+    }
+    counters_->topics.store(topics_.size(), std::memory_order_relaxed);
+    sender->send(codec::subscription_frame(ask.subscribe, ask.topic, request.request_id()));
+}
+
+}  // namespace wsmanager::detail

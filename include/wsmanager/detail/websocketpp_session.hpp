@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// One websocketpp connection as a session (detail/session.hpp): its send path, its close,
+// its keepalive ping and the checks that belong to the connection (binary frames, the frame
+// rate limit).
+//
+// Threads: everything written to the connection is written on the connection's own strand
+// (websocketpp reads its state and send queue without a lock, and its permessage-deflate
+// compressor is not thread-safe: zaphoyd/websocketpp#615). send() may be called from any
+// thread: frames wait in the outbox (a short mutex) and one flush per burst carries them to
+// the strand, so a broadcast of M messages to K connections posts K handlers, not M x K.
+// The other members named "connection strand" run only there.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <websocketpp/server.hpp>
+
+#include <wsmanager/detail/client_request.hpp>
+#include <wsmanager/detail/metrics.hpp>
+#include <wsmanager/detail/rate_limiter.hpp>
+#include <wsmanager/detail/session.hpp>
+#include <wsmanager/log.hpp>
+#include <wsmanager/message.hpp>
+#include <wsmanager/protocol.hpp>
+
+namespace wsmanager::detail {
+
+/// What every session of one manager shares.
+struct session_environment {
+    std::size_t max_send_buffer = 0;
+    std::size_t max_frames_per_second = 0;
+    std::shared_ptr<logger const> log;
+    std::shared_ptr<manager_counters> counters;
+};
+
+template <class Config>
+class websocketpp_session final
+    : public session,
+      public std::enable_shared_from_this<websocketpp_session<Config>> {
+public:
+    using connection_type = typename websocketpp::server<Config>::connection_type;
+    using connection_ptr = typename websocketpp::server<Config>::connection_ptr;
+    using message_ptr = typename websocketpp::server<Config>::message_ptr;
+
+    /// Connection strand, during the handshake.
+    websocketpp_session(connection_ptr const& connection, std::uint64_t id, std::string user_id,
+                        std::shared_ptr<session_environment const> environment)
+        : session(id, std::move(user_id), connection->get_remote_endpoint()),
+          connection_(connection),
+          strand_(connection->get_strand()),
+          environment_(std::move(environment)),
+          rate_(environment_->max_frames_per_second) {}
+
+    send_status send(Message const& message) override {
+        auto connection = connection_.lock();
+        if (!connection) {
+            counters().add(counters().messages_failed);
+            return send_status::closed;
+        }
+        auto const& frame = frame_of(message);
+        auto const size = frame->get_payload().size();
+        bool post_flush = false;
+        send_status status = send_status::queued;
+        {
+            std::lock_guard lock(outbox_mutex_);
+            // Bounded like the send queue behind it: a host outrunning one connection's
+            // strand loses frames for that connection only.
+            if (outbox_bytes_ + size > environment_->max_send_buffer) {
+                counters().add(counters().messages_failed);
+                counters().add(counters().messages_dropped);
+                outbox_overflowed_ = true;  // the flush closes it, on its strand
+                status = send_status::dropped;
+            } else {
+                outbox_.push_back(frame);
+                outbox_bytes_ += size;
+            }
+            post_flush = !std::exchange(flush_posted_, true);
+        }
+        if (post_flush) {
+            strand_->post([self = this->shared_from_this(), connection] {
+                self->flush(*connection);
+            });
+        }
+        return status;
+    }
+
+    void close(std::uint16_t code, std::string reason) override {
+        auto connection = connection_.lock();
+        if (!connection) return;
+        strand_->post([connection, code, reason = std::move(reason)] {
+            std::error_code ec;
+            connection->close(code, reason, ec);
+        });
+    }
+
+    void ping() override {
+        auto connection = connection_.lock();
+        if (!connection) return;
+        strand_->post([self = this->shared_from_this(), connection] {
+            // One ping in flight at a time, so the pong timer of the first one is never reset
+            // by the next (websocketpp keeps one timer per connection).
+            if (self->awaiting_pong_ ||
+                connection->get_state() != websocketpp::session::state::open) {
+                return;
+            }
+            std::error_code ec;
+            connection->ping("", ec);
+            if (!ec) self->awaiting_pong_ = true;
+        });
+    }
+
+    std::string subprotocol() const override { return subprotocol_; }
+
+    /// Connection strand, during the handshake: the subprotocol selected.
+    void set_subprotocol(std::string subprotocol) { subprotocol_ = std::move(subprotocol); }
+
+    /// Connection strand: counts a client frame and applies the connection's own rules.
+    /// Returns the text to route, or nullopt when the frame was dealt with here.
+    std::optional<std::string> accept_frame(connection_type& connection,
+                                            message_ptr const& message) {
+        counters().add(counters().messages_received);
+        counters().add(counters().bytes_received, std::uint64_t{message->get_payload().size()});
+        if (message->get_opcode() != websocketpp::frame::opcode::text) {
+            std::error_code ec;
+            connection.close(protocol::close_code::unsupported_data,
+                             "Binary frames are not supported", ec);
+            return std::nullopt;
+        }
+        if (!rate_.try_take()) {
+            reject_frame(*this, counters(), *environment_->log, protocol::ErrorCode::rate_limited,
+                         "Too many frames; at most " +
+                             std::to_string(environment_->max_frames_per_second) +
+                             " per second",
+                         nullptr);
+            return std::nullopt;
+        }
+        return std::move(message->get_raw_payload());
+    }
+
+    /// Connection strand: the keepalive ping was answered.
+    void on_pong() { awaiting_pong_ = false; }
+
+    /// Connection strand: the keepalive ping was not answered in time.
+    void on_pong_timeout(connection_type& connection) {
+        environment_->log->write(LogLevel::info, "keepalive_timeout", "no pong in time; closing",
+                                 id(), user_id());
+        std::error_code ec;
+        connection.close(protocol::close_code::internal_error, "keepalive ping timeout", ec);
+    }
+
+    /// Connection strand, once closed: the close code that describes how it ended: the
+    /// peer's, unless the peer sent none (1005) or vanished (1006) after we had chosen one.
+    static std::uint16_t close_code_of(connection_type& connection) {
+        auto const remote = connection.get_remote_close_code();
+        auto const local = connection.get_local_close_code();
+        bool const remote_silent = remote == websocketpp::close::status::no_status ||
+                                   remote == websocketpp::close::status::abnormal_close;
+        if (remote_silent && local != websocketpp::close::status::no_status &&
+            local != websocketpp::close::status::blank) {
+            return local;
+        }
+        return remote;
+    }
+
+private:
+    manager_counters& counters() const noexcept { return *environment_->counters; }
+
+    /// Connection strand: moves the outbox into websocketpp's send queue.
+    void flush(connection_type& connection) {
+        std::vector<frame_ptr> frames;
+        bool overflowed = false;
+        {
+            std::lock_guard lock(outbox_mutex_);
+            frames.swap(outbox_);
+            outbox_bytes_ = 0;
+            flush_posted_ = false;
+            overflowed = std::exchange(outbox_overflowed_, false);
+        }
+        if (overflowed) close_slow_consumer(connection);
+        bool started = false;
+        for (auto const& frame : frames) {
+            if (!write_on_strand(connection, frame) || started) continue;
+            // websocketpp's send() posts a write_frame() for every frame until a write is in
+            // flight; starting the write here (we are on the connection's strand, where
+            // write_frame runs anyway) lets the following sends only queue, and the write
+            // gathers them.
+            connection.write_frame();
+            started = true;
+        }
+        // Give the vector's capacity back to the outbox, so steady traffic allocates nothing.
+        frames.clear();
+        std::lock_guard lock(outbox_mutex_);
+        if (outbox_.empty() && outbox_.capacity() < frames.capacity()) outbox_.swap(frames);
+    }
+
+    /// Connection strand: a client whose queue overflowed is not reading; it gets 1008
+    /// rather than silently missing frames (a confirmation, say).
+    void close_slow_consumer(connection_type& connection) {
+        if (connection.get_state() != websocketpp::session::state::open) return;
+        environment_->log->write(LogLevel::warning, "send_buffer_overflow",
+                                 "client is not reading; closing", id(), user_id());
+        std::error_code ec;
+        connection.close(protocol::close_code::policy_violation, "Send buffer overflow", ec);
+    }
+
+    /// Connection strand: hands the frame to websocketpp, unless the connection is gone or
+    /// its send queue is full (then the frame is dropped and the client, which is not
+    /// reading, is closed). True when queued.
+    bool write_on_strand(connection_type& connection, frame_ptr const& frame) {
+        if (connection.get_state() != websocketpp::session::state::open) {
+            counters().add(counters().messages_failed);
+            return false;
+        }
+        if (connection.get_buffered_amount() + frame->get_payload().size() >
+            environment_->max_send_buffer) {
+            counters().add(counters().messages_failed);
+            counters().add(counters().messages_dropped);
+            close_slow_consumer(connection);
+            return false;
+        }
+        if (connection.send(frame)) {
+            counters().add(counters().messages_failed);
+            return false;
+        }
+        counters().add(counters().messages_sent);
+        counters().add(counters().bytes_sent, std::uint64_t{frame->get_payload().size()});
+        return true;
+    }
+
+    std::weak_ptr<connection_type> connection_;
+    decltype(std::declval<connection_type&>().get_strand()) strand_;
+    std::shared_ptr<session_environment const> environment_;
+    std::string subprotocol_;  ///< written during the handshake, read after
+
+    // Connection strand only.
+    rate_limiter rate_;
+    bool awaiting_pong_ = false;
+
+    // Frames on their way to the connection's strand.
+    std::mutex outbox_mutex_;
+    std::vector<frame_ptr> outbox_;   ///< guarded by outbox_mutex_
+    std::size_t outbox_bytes_ = 0;    ///< guarded by outbox_mutex_
+    bool flush_posted_ = false;       ///< guarded by outbox_mutex_
+    bool outbox_overflowed_ = false;  ///< guarded by outbox_mutex_
+};
+
+}  // namespace wsmanager::detail

@@ -1,0 +1,399 @@
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// The transport (detail/transport.hpp) on websocketpp: the endpoint and its settings, the
+// routing of websocketpp's logs into the manager's logger, listening and the accept loop,
+// the TLS context, and the optional second listener for the built-in HTTP routes
+// (Options::metrics_address). It turns websocketpp's handlers into transport_events and each
+// admitted connection into a websocketpp_session. With websocketpp_session, the only code
+// that knows Config.
+//
+// Threads: websocketpp's handlers run on each connection's strand. The acceptor is touched
+// only on the manager strand (listen, stop_listening, and the accept loop, which re-arms
+// there): websocketpp's own loop re-arms from the accepted connection's strand, which races
+// stop_listening and listen when the io_context has several threads.
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include <asio/error.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/post.hpp>
+#include <asio/strand.hpp>
+#include <websocketpp/server.hpp>
+
+#include <wsmanager/config.hpp>
+#include <wsmanager/detail/metrics.hpp>
+#include <wsmanager/detail/transport.hpp>
+#include <wsmanager/detail/uri.hpp>
+#include <wsmanager/detail/websocketpp_session.hpp>
+#include <wsmanager/error.hpp>
+#include <wsmanager/log.hpp>
+#include <wsmanager/options.hpp>
+#include <wsmanager/protocol.hpp>
+
+namespace wsmanager::detail {
+
+/// A config whose connections speak TLS (config::tls, or one derived from it): it makes the
+/// server's TLS context.
+template <class Config>
+concept tls_config = requires(Options const& options, std::error_code& ec) {
+    Config::make_tls_context(options, ec);
+};
+
+/// A request's headers keyed by lower-case name (what HandshakeRequest and HttpRequest hold).
+template <class Request>
+std::map<std::string, std::string> lowercase_headers(Request const& request) {
+    std::map<std::string, std::string> headers;
+    for (auto const& [name, value] : request.get_headers()) {
+        headers.emplace(to_lower_ascii(name), value);
+    }
+    return headers;
+}
+
+template <class Config>
+class websocketpp_transport final
+    : public transport,
+      public std::enable_shared_from_this<websocketpp_transport<Config>> {
+public:
+    using server_type = websocketpp::server<Config>;
+    using connection_ptr = typename server_type::connection_ptr;
+    using session_type = websocketpp_session<Config>;
+    using strand_type = asio::strand<asio::io_context::executor_type>;
+
+    static_assert(std::is_same_v<typename Config::message_type, frame_message>,
+                  "wsmanager configs must use websocketpp's default message type");
+    static_assert(std::is_base_of_v<connection_data, typename Config::connection_base>,
+                  "wsmanager configs must use wsmanager::detail::connection_data");
+
+    websocketpp_transport(asio::io_context& context, strand_type manager_strand, Options options,
+                          std::shared_ptr<logger const> log,
+                          std::shared_ptr<manager_counters> counters)
+        : context_(context),
+          manager_strand_(std::move(manager_strand)),
+          options_(std::move(options)),
+          log_(std::move(log)),
+          counters_(std::move(counters)),
+          environment_(std::make_shared<session_environment>(session_environment{
+              options_.max_send_buffer, options_.max_frames_per_second, log_, counters_})) {
+        attach_logs(server_);
+        server_.set_access_channels(websocketpp::log::alevel::connect |
+                                    websocketpp::log::alevel::disconnect |
+                                    websocketpp::log::alevel::fail);
+        server_.set_error_channels(websocketpp::log::elevel::info | websocketpp::log::elevel::warn |
+                                   websocketpp::log::elevel::rerror |
+                                   websocketpp::log::elevel::fatal);
+        server_.init_asio(&context_);
+        server_.set_reuse_addr(true);
+        server_.set_listen_backlog(asio::socket_base::max_listen_connections);
+        server_.set_max_message_size(options_.max_message_size);
+        server_.set_open_handshake_timeout(options_.handshake_timeout.count());
+        server_.set_close_handshake_timeout(options_.close_timeout.count());
+        server_.set_pong_timeout(options_.ping_timeout.count());
+    }
+
+    websocketpp_transport(websocketpp_transport const&) = delete;
+    websocketpp_transport& operator=(websocketpp_transport const&) = delete;
+
+    /// Installs websocketpp's handlers, which hold weak references to this transport and
+    /// report to `events`.
+    void attach(std::weak_ptr<transport_events> events) {
+        events_ = std::move(events);
+        std::weak_ptr<websocketpp_transport> weak = this->shared_from_this();
+        server_.set_validate_handler([weak](websocketpp::connection_hdl hdl) {
+            auto self = weak.lock();
+            return self && self->on_validate(hdl);
+        });
+        server_.set_open_handler(on_session(weak, [](auto& self, auto& session, auto&) {
+            if (auto events = self.events_.lock()) events->on_session_open(session);
+        }));
+        server_.set_close_handler(on_session(weak, [](auto& self, auto& session, auto& con) {
+            if (auto events = self.events_.lock()) {
+                events->on_session_closed(session, session_type::close_code_of(con));
+            }
+        }));
+        server_.set_pong_handler(
+            [weak](websocketpp::connection_hdl hdl, std::string) {
+                with_session(weak, hdl, [](auto&, auto& session, auto&) { session->on_pong(); });
+            });
+        server_.set_pong_timeout_handler([weak](websocketpp::connection_hdl hdl, std::string) {
+            with_session(weak, hdl,
+                         [](auto&, auto& session, auto& con) { session->on_pong_timeout(con); });
+        });
+        server_.set_message_handler(
+            [weak](websocketpp::connection_hdl hdl, typename server_type::message_ptr message) {
+                with_session(weak, hdl, [&](auto& self, auto& session, auto& con) {
+                    auto payload = session->accept_frame(con, message);
+                    if (!payload) return;
+                    if (auto events = self.events_.lock()) {
+                        events->on_session_frame(session, std::move(*payload));
+                    }
+                });
+            });
+        server_.set_http_handler([weak](websocketpp::connection_hdl hdl) {
+            if (auto self = weak.lock()) {
+                self->on_http(self->server_, hdl, http_routes::listener::websocket_port);
+            }
+        });
+        server_.set_fail_handler([weak](websocketpp::connection_hdl hdl) {
+            auto self = weak.lock();
+            if (!self) return;
+            // Refusals were counted with their reason; anything else failed the handshake.
+            // A pending accept aborted by stop_listening fails too, and is no client.
+            if (auto con = self->connection_from(self->server_, hdl);
+                con && !con->wsmanager_refused &&
+                con->get_ec() != asio::error::operation_aborted) {
+                self->counters_->count_rejected(reject_reason::handshake);
+            }
+        });
+        init_metrics_server(weak);
+    }
+
+    std::error_code listen() override {
+        ++listen_generation_;  // accept loops of an earlier start must not re-arm
+        if constexpr (tls_config<Config>) {
+            if (auto ec = load_tls_context()) return ec;
+        }
+        if (auto ec = listen_on(server_, options_.host, options_.port)) {
+            log_->write(LogLevel::error, "start_failed",
+                        "cannot listen on " + options_.host + ":" +
+                            std::to_string(options_.port) + ": " + ec.message());
+            return ec;
+        }
+        if (metrics_server_) {
+            auto const address = split_host_port(options_.metrics_address);
+            if (auto ec = listen_on(*metrics_server_, address->first, address->second)) {
+                log_->write(LogLevel::error, "start_failed",
+                            "cannot listen on metrics address " + options_.metrics_address +
+                                ": " + ec.message());
+                std::error_code ignored;
+                server_.stop_listening(ignored);
+                return ec;
+            }
+        }
+        asio::error_code ec;
+        auto const local = server_.get_local_endpoint(ec);
+        bound_port_ = ec ? options_.port : local.port();
+        return {};
+    }
+
+    void stop_listening() override {
+        ++listen_generation_;
+        std::error_code ignored;
+        if (server_.is_listening()) server_.stop_listening(ignored);
+        if (metrics_server_ && metrics_server_->is_listening()) {
+            metrics_server_->stop_listening(ignored);
+        }
+    }
+
+    std::uint16_t local_port() const override { return bound_port_; }
+
+private:
+    /// A websocketpp handler that looks up the connection's session and calls
+    /// `f(transport&, session_ptr&, connection&)`.
+    template <class F>
+    static auto on_session(std::weak_ptr<websocketpp_transport> weak, F f) {
+        return [weak, f](websocketpp::connection_hdl hdl) { with_session(weak, hdl, f); };
+    }
+
+    template <class F>
+    static void with_session(std::weak_ptr<websocketpp_transport> const& weak,
+                             websocketpp::connection_hdl hdl, F&& f) {
+        auto self = weak.lock();
+        if (!self) return;
+        auto con = self->connection_from(self->server_, std::move(hdl));
+        if (!con || !con->wsmanager_session) return;
+        auto session = std::static_pointer_cast<session_type>(con->wsmanager_session);
+        f(*self, session, *con);
+    }
+
+    static connection_ptr connection_from(server_type& server, websocketpp::connection_hdl hdl) {
+        std::error_code ec;
+        auto con = server.get_con_from_hdl(std::move(hdl), ec);
+        return ec ? nullptr : con;
+    }
+
+    void attach_logs(server_type& server) {
+        server.get_alog().attach(log_);
+        server.get_elog().attach(log_);
+        server.clear_access_channels(websocketpp::log::alevel::all);
+        server.clear_error_channels(websocketpp::log::elevel::all);
+    }
+
+    /// Connection strand: the opening handshake, admitted or refused by the engine.
+    bool on_validate(websocketpp::connection_hdl hdl) {
+        auto con = connection_from(server_, hdl);
+        auto events = events_.lock();
+        if (!con || !events) return false;
+        auto verdict = events->admit(handshake_attempt{
+            con->get_resource(), lowercase_headers(con->get_request()),
+            con->get_remote_endpoint()});
+        if (!verdict.admitted) {
+            con->wsmanager_refused = true;
+            con->set_status(static_cast<websocketpp::http::status_code::value>(verdict.http_status));
+            con->set_body(verdict.reason);
+            for (auto const& [name, value] : verdict.headers) con->append_header(name, value);
+            return false;
+        }
+        for (auto const& offered : con->get_requested_subprotocols()) {
+            if (offered == protocol::subprotocol) {
+                std::error_code ec;
+                con->select_subprotocol(offered, ec);
+                break;
+            }
+        }
+        auto session = std::make_shared<session_type>(
+            con, next_connection_id_.fetch_add(1, std::memory_order_relaxed),
+            std::move(verdict.user_id), environment_);
+        session->set_subprotocol(con->get_subprotocol());
+        con->wsmanager_session = std::move(session);
+        return true;
+    }
+
+    /// Connection strand: a plain HTTP request on either listener.
+    void on_http(server_type& server, websocketpp::connection_hdl hdl,
+                 http_routes::listener on) {
+        auto con = connection_from(server, hdl);
+        auto events = events_.lock();
+        if (!con) return;
+        if (!events) return write_http(*con, http_routes::not_found());
+        auto const& resource = con->get_resource();
+        auto const question = resource.find('?');
+        HttpRequest request;
+        request.method = con->get_request().get_method();
+        request.path = resource.substr(0, question);
+        if (question != std::string::npos) request.query = resource.substr(question + 1);
+        request.headers = lowercase_headers(con->get_request());
+        request.body = con->get_request_body();
+        request.remote_endpoint = con->get_remote_endpoint();
+        // A late answer is posted to this connection's strand, so it runs after this
+        // handler, which defers the response first.
+        auto answer = events->on_http_request(request, on, [con](HttpResponse response) {
+            con->get_strand()->post([con, response = std::move(response)] {
+                write_http(*con, response);
+                std::error_code ec;
+                con->send_http_response(ec);
+            });
+        });
+        if (answer) return write_http(*con, *answer);
+        if (con->defer_http_response()) {
+            write_http(*con, HttpResponse{503, "text/plain; charset=utf-8", "unavailable\n", {}});
+        }
+    }
+
+    template <class Connection>
+    static void write_http(Connection& con, HttpResponse const& response) {
+        con.set_status(static_cast<websocketpp::http::status_code::value>(response.status));
+        con.replace_header("Content-Type", response.content_type);
+        for (auto const& [name, value] : response.headers) con.append_header(name, value);
+        con.set_body(response.body);
+    }
+
+    /// A second listener for the built-in endpoints when Options::metrics_address is set.
+    void init_metrics_server(std::weak_ptr<websocketpp_transport> const& weak) {
+        if (options_.metrics_address.empty() || !options_.http_endpoints) return;
+        metrics_server_ = std::make_unique<server_type>();
+        attach_logs(*metrics_server_);
+        metrics_server_->set_error_channels(websocketpp::log::elevel::rerror |
+                                            websocketpp::log::elevel::fatal);
+        metrics_server_->init_asio(&context_);
+        metrics_server_->set_reuse_addr(true);
+        metrics_server_->set_validate_handler([](websocketpp::connection_hdl) { return false; });
+        metrics_server_->set_http_handler([weak](websocketpp::connection_hdl hdl) {
+            if (auto self = weak.lock()) {
+                self->on_http(*self->metrics_server_, hdl, http_routes::listener::metrics_port);
+            }
+        });
+    }
+
+    /// TLS configs: loads the certificate and key once per start; every connection of both
+    /// listeners shares the context. A file that cannot be loaded fails start_server.
+    std::error_code load_tls_context() {
+        std::error_code ec;
+        auto context = Config::make_tls_context(options_, ec);
+        if (!ec && !context) ec = error::tls_not_configured;
+        if (ec) {
+            log_->write(LogLevel::error, "start_failed",
+                        "cannot set up TLS (certificate '" + options_.tls_cert + "', key '" +
+                            options_.tls_key + "'): " + ec.message());
+            return ec;
+        }
+        auto handler = [context](websocketpp::connection_hdl) { return context; };
+        server_.set_tls_init_handler(handler);
+        if (metrics_server_) metrics_server_->set_tls_init_handler(handler);
+        return {};
+    }
+
+    std::error_code listen_on(server_type& server, std::string const& host, std::uint16_t port) {
+        std::error_code ec;
+        asio::ip::tcp::endpoint endpoint;
+        auto const address = asio::ip::make_address(host, ec);
+        if (!ec) {
+            endpoint = asio::ip::tcp::endpoint(address, port);
+        } else {
+            asio::ip::tcp::resolver resolver(context_);
+            auto results = resolver.resolve(host, std::to_string(port),
+                                            asio::ip::tcp::resolver::passive, ec);
+            if (ec) return ec;
+            endpoint = results.begin()->endpoint();
+        }
+        server.listen(endpoint, ec);
+        if (!ec) accept_next(server, listen_generation_);
+        if (ec && server.is_listening()) {
+            std::error_code ignored;
+            server.stop_listening(ignored);
+        }
+        return ec;
+    }
+
+    /// Manager strand: arms one accept; its completion re-arms from the manager strand.
+    void accept_next(server_type& server, std::uint64_t generation) {
+        auto con = server.get_connection();
+        if (!con) return;
+        std::error_code ec;
+        server.async_accept(
+            std::static_pointer_cast<typename server_type::transport_con_type>(con),
+            [weak = this->weak_from_this(), &server, con,
+             generation](std::error_code const& accepted) {
+                // On the new connection's strand, as websocketpp's own handle_accept.
+                if (accepted) {
+                    con->terminate(accepted);
+                } else {
+                    con->start();
+                }
+                if (auto self = weak.lock()) {
+                    asio::post(self->manager_strand_, [self, &server, generation] {
+                        if (self->listen_generation_ == generation && server.is_listening()) {
+                            self->accept_next(server, generation);
+                        }
+                    });
+                }
+            },
+            ec);
+        if (ec) con->terminate(std::error_code{});
+    }
+
+    asio::io_context& context_;
+    strand_type manager_strand_;
+    Options const options_;
+    std::shared_ptr<logger const> log_;
+    std::shared_ptr<manager_counters> counters_;
+    std::shared_ptr<session_environment const> environment_;
+    std::weak_ptr<transport_events> events_;
+    server_type server_;
+    std::unique_ptr<server_type> metrics_server_;
+    std::atomic<std::uint64_t> next_connection_id_{1};
+    // Manager strand only.
+    std::uint64_t listen_generation_ = 0;  ///< bumped by every listen and stop
+    std::uint16_t bound_port_ = 0;
+};
+
+}  // namespace wsmanager::detail
