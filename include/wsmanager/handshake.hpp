@@ -52,4 +52,19 @@ struct AuthResult {
  */
 using Authenticator = std::function<AuthResult(HandshakeRequest const&)>;
 
+struct Options;
+
+/**
+ * The manager's own identity check, for an Authenticator that adds to it (checks `iss`, a
+ * user allow-list, ...) instead of replacing it: with Options::auth_secret, an HS256 JWT
+ * from `?token=` or `Authorization: Bearer` (see docs/security.md), its `sub` the user id;
+ * without, `?user_id=` as given (development mode).
+ *
+ * @par Thread Safety
+ * Safe from any thread.
+ */
+AuthResult default_authenticate(HandshakeRequest const& request, Options const& options);
+
 }  // namespace wsmanager
+
+#include <wsmanager/impl/handshake.hpp>

@@ -12,8 +12,6 @@
 // start_server.
 
 #include <algorithm>
-#include <cctype>
-#include <chrono>
 #include <exception>
 #include <map>
 #include <string>
@@ -21,7 +19,6 @@
 #include <utility>
 #include <vector>
 
-#include <wsmanager/detail/jwt.hpp>
 #include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/detail/uri.hpp>
 #include <wsmanager/detail/utf8.hpp>
@@ -82,7 +79,8 @@ public:
         request.remote_endpoint = attempt.remote_endpoint;
         AuthResult verdict;
         try {
-            verdict = authenticator_ ? authenticator_(request) : default_authenticate(request);
+            verdict = authenticator_ ? authenticator_(request)
+                                     : default_authenticate(request, options_);
         } catch (std::exception const& e) {
             log_.write(LogLevel::error, "authenticator_failed", e.what());
             verdict = AuthResult::reject("Authentication failed", 500);
@@ -95,40 +93,7 @@ public:
         return admission{true, std::move(verdict.user_id), 0, {}, {}};
     }
 
-    /// The default identity check: development `?user_id=`, or an HS256 JWT from `?token=`
-    /// or `Authorization: Bearer` when Options::auth_secret is set.
-    AuthResult default_authenticate(HandshakeRequest const& request) const {
-        if (options_.auth_secret.empty()) {  // development mode: trust ?user_id=
-            return AuthResult::accept(request.query_param("user_id"));
-        }
-        // JWT mode: ?token= first, else "Authorization: Bearer <token>". ?user_id= is ignored.
-        std::string_view token = request.query_param("token");
-        if (token.empty()) token = bearer_token(request.header("authorization"));
-        if (token.empty()) return AuthResult::reject("Missing token");
-        auto const now = std::chrono::duration_cast<std::chrono::seconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-        auto verdict = verify_hs256_jwt(token, options_.auth_secret, now);
-        if (!verdict) return AuthResult::reject(std::move(verdict.error));
-        return AuthResult::accept(std::move(verdict.subject));
-    }
-
 private:
-    static std::string_view bearer_token(std::string_view authorization) {
-        constexpr std::string_view scheme = "bearer ";
-        bool const bearer =
-            authorization.size() > scheme.size() &&
-            std::equal(scheme.begin(), scheme.end(), authorization.begin(), [](char a, char b) {
-                return a == std::tolower(static_cast<unsigned char>(b));
-            });
-        if (!bearer) return {};
-        auto token = authorization.substr(scheme.size());
-        auto const first = token.find_first_not_of(" \t");
-        auto const last = token.find_last_not_of(" \t");
-        return first == std::string_view::npos ? std::string_view{}
-                                                : token.substr(first, last - first + 1);
-    }
-
     static std::string header(handshake_attempt const& attempt, std::string const& name) {
         auto it = attempt.headers.find(name);
         return it == attempt.headers.end() ? std::string{} : it->second;
