@@ -316,7 +316,9 @@ int main(int argc, char** argv) {
         std::atomic<bool> user_cancelled{false};
         manager.on_cancel([&user_cancelled](wsmanager::CancelRequest const& request) {
             say(request.user_id + " asked to cancel " + request.task_id);
-            if (request.task_id == task_id) user_cancelled = true;
+            if (request.task_id != task_id) return false;  // not a task of ours: refused
+            user_cancelled = true;
+            return true;
         });
         manager.start_server(asio::use_future).get();
         auto const host = options.host == "0.0.0.0" ? std::string("localhost") : options.host;

@@ -121,23 +121,27 @@ std::filesystem::path find_web_root(std::optional<std::filesystem::path> const& 
     throw std::runtime_error("cannot find the dashboard's files (index.html); pass --web-root DIR");
 }
 
-void on_cancel(task_server::TaskService& service, wsmanager::CancelRequest const& request) {
+/// The manager's on_cancel: true only when the task is the user's and now stopping; a "no"
+/// is answered `forbidden` and nobody else hears of the cancel.
+bool on_cancel(task_server::TaskService& service, wsmanager::CancelRequest const& request) {
     using Outcome = task_server::TaskService::CancelOutcome;
     switch (service.request_cancel(request.task_id, request.user_id,
                                    "requested by " + request.user_id)) {
         case Outcome::cancelling:
             say(request.user_id + " cancels task " + request.task_id);
-            break;
+            return true;
         case Outcome::not_found:
-            say(request.user_id + " asked to cancel unknown task " + request.task_id);
-            break;
+            say("refused: " + request.user_id + " asked to cancel unknown task " +
+                request.task_id);
+            return false;
         case Outcome::forbidden:
             say("refused: " + request.user_id + " asked to cancel another user's task " +
                 request.task_id);
-            break;
+            return false;
         case Outcome::already_finished:
-            break;
+            return false;
     }
+    return false;
 }
 
 /// Topics: `task:<id>` only for the task's own user; any other topic is refused.
@@ -214,7 +218,7 @@ int main(int argc, char** argv) {
         // These run on the manager's threads; they only touch thread-safe TaskService members.
         manager.on_http(task_server::HttpApi(service, web_root));
         manager.on_cancel(
-            [&service](wsmanager::CancelRequest const& request) { on_cancel(service, request); });
+            [&service](wsmanager::CancelRequest const& request) { return on_cancel(service, request); });
         manager.on_subscribe([&service](std::string const& user_id, std::string const& topic) {
             return may_subscribe(service, user_id, topic);
         });

@@ -31,6 +31,9 @@ inline bool const websocketpp_byte_order_detected = (websocketpp::lib::net::_hto
 struct connection_data {
     std::shared_ptr<session> wsmanager_session;  ///< set once admitted, on the connection strand
     bool wsmanager_refused = false;  ///< connection strand: the handshake was refused (counted)
+    /// Held from the accept until the connection opens, fails or goes: a handshake in
+    /// progress (Options::max_handshakes_in_flight).
+    std::shared_ptr<void> wsmanager_handshake;
 };
 
 /// A websocketpp logger (the `alog_type`/`elog_type` concept) that forwards to the
@@ -61,7 +64,20 @@ public:
         // manager logs and counts those itself; here they are debug.
         if (error_channel_ && is_client_noise(text)) channel = websocketpp::log::elevel::devel;
         target_->write(level_of(channel), error_channel_ ? "websocketpp_error" : "websocketpp",
-                       text);
+                       redact_tokens(text));
+    }
+
+    /// websocketpp's access log prints the request's resource: a `?token=` JWT in it is a
+    /// credential, and does not belong in logs.
+    static std::string redact_tokens(std::string_view text) {
+        std::string out(text);
+        constexpr std::string_view key = "token=";
+        for (auto at = out.find(key); at != std::string::npos; at = out.find(key, at)) {
+            at += key.size();
+            auto const end = out.find_first_of(" &\"#", at);
+            out.replace(at, (end == std::string::npos ? out.size() : end) - at, "[redacted]");
+        }
+        return out;
     }
 
     constexpr bool static_test(level) const { return true; }

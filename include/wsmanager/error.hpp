@@ -16,6 +16,7 @@ enum class error {
     shutting_down,        ///< the server stopped while the operation was pending
     task_cancelled,       ///< the task was cancelled (send_heartbeat ends with it)
     tls_not_configured,   ///< config::tls without Options::tls_cert and tls_key
+    too_many_pending,     ///< a limit on pending operations (Options::max_pending_*) is reached
 };
 
 namespace detail {
@@ -31,6 +32,8 @@ public:
             case error::task_cancelled: return "task was cancelled";
             case error::tls_not_configured:
                 return "TLS needs a certificate and a key (Options::tls_cert, tls_key)";
+            case error::too_many_pending:
+                return "too many pending operations (Options::max_pending_confirmations)";
         }
         return "unknown wsmanager error";
     }

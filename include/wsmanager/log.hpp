@@ -37,7 +37,9 @@ struct LogRecord {
 };
 
 /// Where the library's log records go. Called from any of the manager's threads, one record
-/// at a time (the manager serializes calls), so a sink needs no locking of its own.
+/// at a time (the manager serializes calls), so a sink needs no locking of its own. A sink
+/// that throws loses that record only; records the sink causes the same manager to log
+/// from inside the call are dropped.
 using LogSink = std::function<void(LogRecord const&)>;
 
 /// A sink that writes one human-readable line per record to stderr (the default).
@@ -63,17 +65,40 @@ public:
         return sink_ && level >= threshold_ && level != LogLevel::off;
     }
 
+    /// Hands one record to the sink. A sink that throws loses that record; a record the
+    /// sink itself logs (through the manager) on the same thread is dropped rather than
+    /// deadlocking on the mutex.
     void write(LogLevel level, std::string_view event, std::string_view message,
-               std::uint64_t connection_id = 0, std::string_view user_id = {}) const {
-        if (!enabled(level)) return;
+               std::uint64_t connection_id = 0, std::string_view user_id = {}) const noexcept {
+        if (!enabled(level) || in_sink_ == this) return;
         std::lock_guard lock(mutex_);
-        sink_(LogRecord{level, event, message, connection_id, user_id});
+        if (closed_) return;
+        in_sink_ = this;
+        try {
+            sink_(LogRecord{level, event, message, connection_id, user_id});
+        } catch (...) {
+            // The library's own threads must not end because a sink failed.
+        }
+        in_sink_ = nullptr;
+    }
+
+    /// The sink is not called after this returns (the manager is going away). From inside
+    /// the sink, it takes effect when the sink returns.
+    void close() noexcept {
+        if (in_sink_ == this) {
+            closed_ = true;  // this thread holds the mutex already
+            return;
+        }
+        std::lock_guard lock(mutex_);
+        closed_ = true;
     }
 
 private:
     LogSink sink_;
     LogLevel threshold_;
     mutable std::mutex mutex_;
+    bool closed_ = false;  ///< guarded by mutex_
+    static inline thread_local logger const* in_sink_ = nullptr;  ///< whose sink this thread is in
 };
 
 }  // namespace detail

@@ -64,13 +64,13 @@ public:
      * @throws std::invalid_argument when a setting makes no sense.
      */
     explicit WebSocketManager(Options options = Options{})
-        : owned_context_(std::make_unique<asio::io_context>(static_cast<int>(options.threads))),
+        : owned_context_(std::make_shared<asio::io_context>(static_cast<int>(options.threads))),
           core_(make_core(*owned_context_, std::move(options))),
           owned_work_(asio::make_work_guard(*owned_context_)) {
         auto const count = core_->options().threads;
         threads_.reserve(count);
         for (std::size_t i = 0; i < count; ++i) {
-            threads_.emplace_back([context = owned_context_.get()] { context->run(); });
+            threads_.emplace_back([context = owned_context_] { context->run(); });
         }
     }
 
@@ -91,27 +91,36 @@ public:
     WebSocketManager& operator=(WebSocketManager const&) = delete;
 
     /**
-     * Stops the server if it is running. With an owned io_context this waits for the stop
-     * (connections closed with 1001) and joins the threads, so it must not run on one of
-     * them. On a host executor it starts the stop and returns; the host keeps running its
-     * io_context until the stop has finished.
+     * Stops the server if it is running, and returns once none of the host's code
+     * (handlers, Authenticator, HTTP routes, log sink) can be called any more.
+     *
+     * With an owned io_context this waits for the stop (connections closed with 1001) and
+     * joins the threads. Called on one of those threads (from a handler, say) it cannot wait
+     * for them: it starts the stop, and the io_context ends with that thread's run(), after
+     * the destructor has returned. On a host executor it starts the stop and returns; the
+     * host keeps running its io_context until the stop has finished.
      */
     ~WebSocketManager() {
         if (!owned_context_) {
             core_->stop([](std::error_code) {});
+            core_->close_host_hooks();
             return;
         }
         bool const on_own_thread = std::any_of(threads_.begin(), threads_.end(), [](auto& t) {
             return t.get_id() == std::this_thread::get_id();
         });
-        if (!on_own_thread) {
+        if (on_own_thread) {
+            core_->stop([](std::error_code) {});
+        } else {
             std::promise<void> stopped;
             core_->stop([&stopped](std::error_code) { stopped.set_value(); });
             stopped.get_future().wait();
         }
+        core_->close_host_hooks();
         owned_work_.reset();
         owned_context_->stop();
         for (auto& thread : threads_) {
+            // Each thread holds the io_context, so a detached one destroys it after run().
             if (thread.get_id() == std::this_thread::get_id()) {
                 thread.detach();
             } else {
@@ -224,11 +233,14 @@ public:
      * `timeout` (`proceed` = Options::proceed_on_timeout), `cancelled` (the user or host
      * cancelled the task), `shutdown` (stop_server) or `disconnected`
      * (Options::resolve_on_disconnect). Errors: error::not_running, error::invalid_message
-     * (TaskStepResult::result is not JSON, or `user_id` is empty), operation_aborted.
+     * (TaskStepResult::result is not JSON, or `user_id` is empty), error::too_many_pending
+     * (Options::max_pending_confirmations_per_user or max_pending_confirmations),
+     * `asio::error::invalid_argument` (a timeout that is zero, negative or too large for the
+     * clock), operation_aborted. None of the errors is a decision: `proceed` is false.
      * @par Per-Operation Cancellation
-     * terminal, partial and total: the request is withdrawn at once (its user's dialogs get
+     * terminal and partial: the request is withdrawn at once (its user's dialogs get
      * `confirmation_resolved` with reason `cancelled`) and the operation completes with
-     * `asio::error::operation_aborted`.
+     * `asio::error::operation_aborted`. Not total: the request has been shown already.
      */
     template <class CompletionToken = asio::use_awaitable_t<>>
         requires asio::completion_token_for<CompletionToken, void(std::error_code, UserConfirmation)>
@@ -251,7 +263,7 @@ public:
                              step, timeout, std::move(handler));
             },
             token, std::move(step_result), std::move(user_id), std::move(task_id), step,
-            std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+            detail::checked_duration(timeout));
     }
 
     /**
@@ -263,7 +275,8 @@ public:
      * @par Completion Signature
      * `void(std::error_code)`: `asio::error::operation_aborted` (cancelled by the host),
      * error::task_cancelled (cancelled by the user), error::shutting_down,
-     * error::not_running, or `asio::error::invalid_argument` (empty ids, interval <= 0).
+     * error::not_running, error::too_many_pending, or `asio::error::invalid_argument` (empty
+     * ids, an interval that is zero, negative or too large for the clock).
      * It never completes successfully: it runs until one of these.
      * @par Per-Operation Cancellation
      * terminal, partial and total: stops at once.
@@ -280,7 +293,7 @@ public:
                                 std::move(handler));
             },
             token, std::move(user_id), std::move(task_id),
-            std::chrono::duration_cast<std::chrono::milliseconds>(interval));
+            detail::checked_duration(interval));
     }
 
     /**
@@ -291,9 +304,11 @@ public:
      * `void(std::error_code, bool)`: true once one of the user's clients acks; false on
      * timeout, when the user has no connection (nothing is kept for later), or on
      * stop_server (with error::shutting_down). error::invalid_message when the message is
-     * not a JSON object.
+     * not a JSON object; error::too_many_pending; `asio::error::invalid_argument` for a
+     * timeout that is zero, negative or too large for the clock.
      * @par Per-Operation Cancellation
-     * terminal, partial and total: completes with `asio::error::operation_aborted`, false.
+     * terminal and partial: completes with `asio::error::operation_aborted`, false. Not
+     * total: the message has been sent.
      */
     template <class Rep, class Period, class CompletionToken = asio::use_awaitable_t<>>
     auto send_with_ack(std::string user_id, Message message,
@@ -306,7 +321,33 @@ public:
                                     std::move(handler));
             },
             token, std::move(user_id), std::move(message),
-            std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+            detail::checked_duration(timeout));
+    }
+
+    /**
+     * Closes every connection of a user, on every node (log-out, a revoked token), as
+     * Socket.IO's `disconnectSockets` or Centrifugo's `disconnect`. The clients get a close
+     * frame with `code` and `reason`.
+     *
+     * @param code 1000, 1001, 1008, 1011, 1013, or an application code 3000-4999.
+     * @param reason at most 123 bytes of UTF-8.
+     *
+     * @par Completion Signature
+     * `void(std::error_code, std::size_t)`: this node's connections the close was started
+     * on. `asio::error::invalid_argument` for an empty user id, a code a server may not
+     * send, or a reason too long or not UTF-8.
+     */
+    template <class CompletionToken = asio::use_awaitable_t<>>
+    auto disconnect_user(std::string user_id, std::uint16_t code = 1008,
+                         std::string reason = "Disconnected by the server",
+                         CompletionToken&& token = asio::use_awaitable_t<>{}) {
+        return asio::async_initiate<CompletionToken, void(std::error_code, std::size_t)>(
+            [core = core_](auto handler, std::string user_id, std::uint16_t code,
+                           std::string reason) {
+                core->disconnect(std::move(user_id), code, std::move(reason),
+                                 std::move(handler));
+            },
+            token, std::move(user_id), code, std::move(reason));
     }
 
     /// Open connections right now. Any thread, never blocks.
@@ -319,25 +360,25 @@ public:
     std::uint16_t local_port() const noexcept { return core_->local_port(); }
 
     /**
-     * Registers the handler for a user's `cancel` action: `void(CancelRequest const&)`, or
-     * `bool(CancelRequest const&)` to refuse (false, or an exception, answers `forbidden`
-     * and nothing is cancelled). Runs on the manager strand with the requesting user; keep
-     * it short (signal your task, do not wait for it). After it agrees, the task's pending
-     * confirmations end with reason `cancelled`, its heartbeats stop, and `task_cancelled`
-     * goes to the user and to subscribers of `task:<task_id>`.
+     * Registers the handler for a user's `cancel` action: `bool(CancelRequest const&)`,
+     * true to accept, false (or an exception) to refuse with `forbidden`, nothing cancelled
+     * and nothing sent to anyone else. Runs on the manager strand with the requesting user;
+     * keep it short (signal your task, do not wait for it). After it agrees, the task's
+     * pending confirmations end with reason `cancelled`, its heartbeats stop, and
+     * `task_cancelled` goes to the user and to subscribers of `task:<task_id>`.
+     *
+     * A task with another user's pending confirmations or heartbeats is refused before the
+     * handler is asked. Without a handler, only a task with the user's own pending
+     * confirmations or heartbeats can be cancelled.
      */
     template <class Handler>
         requires std::invocable<Handler&, CancelRequest const&>
     void on_cancel(Handler handler) {
         using result = std::invoke_result_t<Handler&, CancelRequest const&>;
-        if constexpr (std::is_convertible_v<result, bool>) {
-            core_->set_cancel_handler(std::move(handler));
-        } else {
-            core_->set_cancel_handler([handler = std::move(handler)](CancelRequest const& request) {
-                handler(request);
-                return true;
-            });
-        }
+        static_assert(std::is_convertible_v<result, bool>,
+                      "on_cancel: the handler must return bool: true accepts the cancel, "
+                      "false refuses it");
+        core_->set_cancel_handler(std::move(handler));
     }
 
     /**
@@ -360,8 +401,9 @@ public:
     }
 
     /**
-     * Replaces the default identity check of the opening handshake (see Authenticator).
-     * Call before start_server.
+     * Replaces the default identity check of the opening handshake (see Authenticator;
+     * default_authenticate is the default, to call from yours). Any time: the next handshake
+     * uses it.
      */
     void set_authenticator(Authenticator authenticator) {
         core_->set_authenticator(std::move(authenticator));
@@ -369,7 +411,7 @@ public:
 
     /**
      * Serves the host's own HTTP routes on the WebSocket port (see HttpHandler), e.g. a
-     * page at `/` and a REST API. Call before start_server.
+     * page at `/` and a REST API. Any time: the next request uses it.
      */
     void on_http(HttpHandler handler) { core_->set_http_handler(std::move(handler)); }
 
@@ -406,7 +448,7 @@ private:
             "(or a strand of one)");
     }
 
-    std::unique_ptr<asio::io_context> owned_context_;
+    std::shared_ptr<asio::io_context> owned_context_;
     std::shared_ptr<core_type> core_;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> owned_work_;
     std::vector<std::thread> threads_;

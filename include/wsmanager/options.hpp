@@ -53,6 +53,22 @@ struct Options {
     std::size_t max_frames_per_second = 100;
     /// Topics one connection may be subscribed to at once.
     std::size_t max_topics_per_connection = 100;
+    /// Topics with at least one subscriber, over all connections; a `subscribe` that would
+    /// add one more gets `forbidden`.
+    std::size_t max_topics = 10'000;
+    /// Connections one user may have open at once (tabs, devices); the next one is closed
+    /// with 1008. 0: no limit.
+    std::size_t max_connections_per_user = 32;
+    /// notify_user calls pending for one user at once; the next completes with
+    /// error::too_many_pending (never an automatic decision). The same bound applies, each
+    /// on its own, to send_with_ack and send_heartbeat operations.
+    std::size_t max_pending_confirmations_per_user = 100;
+    /// notify_user calls pending in total (and likewise send_with_ack, send_heartbeat).
+    std::size_t max_pending_confirmations = 10'000;
+    /// Opening handshakes in progress at once; the listener stops accepting until one ends.
+    std::size_t max_handshakes_in_flight = 1'000;
+    /// Largest body of a plain HTTP request (the host's on_http routes); larger: 413.
+    std::size_t max_http_body_size = 64 * 1024;
 
     /// Threads running the manager's own io_context (owning constructor only).
     std::size_t threads = 1;
@@ -75,6 +91,12 @@ struct Options {
     /// address only the monitoring network reaches (WEBSOCKET_METRICS_ADDRESS). Empty: the
     /// WebSocket port.
     std::string metrics_address{};
+    /// Serve /metrics and /status on the WebSocket port to any peer. By default only loopback
+    /// peers get them there (a scraper on the same host; otherwise use metrics_address):
+    /// they tell connection counts and user activity. /healthz and /readyz stay public.
+    bool metrics_public = false;
+    /// The `Server` header of every HTTP response; empty sends none.
+    std::string server_name = "wsmanager";
 
     /// Records at or above this level reach log_sink.
     LogLevel log_level = LogLevel::warning;
@@ -87,7 +109,10 @@ struct Options {
      * `WEBSOCKET_CALLBACK_TIMEOUT`, and `WEBSOCKET_PROCEED_ON_TIMEOUT`,
      * `WEBSOCKET_RESOLVE_ON_DISCONNECT`, `WEBSOCKET_DISCONNECT_GRACE`,
      * `WEBSOCKET_CLOSE_TIMEOUT`, `WEBSOCKET_MAX_MESSAGE_SIZE`, `WEBSOCKET_MAX_SEND_BUFFER`,
-     * `WEBSOCKET_MAX_FRAMES_PER_SECOND`,
+     * `WEBSOCKET_MAX_FRAMES_PER_SECOND`, `WEBSOCKET_MAX_TOPICS`,
+     * `WEBSOCKET_MAX_CONNECTIONS_PER_USER`, `WEBSOCKET_MAX_PENDING_CONFIRMATIONS_PER_USER`,
+     * `WEBSOCKET_MAX_PENDING_CONFIRMATIONS`, `WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT`,
+     * `WEBSOCKET_MAX_HTTP_BODY_SIZE`, `WEBSOCKET_METRICS_PUBLIC`, `WEBSOCKET_SERVER_NAME`,
      * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_ALLOWED_ORIGINS`
      * (comma-separated), `WEBSOCKET_TLS_CERT`, `WEBSOCKET_TLS_KEY`, `WEBSOCKET_REDIS_URL`,
      * `WEBSOCKET_HTTP_ENDPOINTS`, `WEBSOCKET_METRICS_ADDRESS`, `WEBSOCKET_LOG_LEVEL`,

@@ -548,6 +548,7 @@ TEST_CASE("a user cancels a task while the host awaits its confirmation",
     manager.on_cancel([&](CancelRequest const& request) {
         std::lock_guard lock(cancels_mutex);
         cancels.push_back(request);
+        return true;
     });
     auto cancel_count = [&] {
         std::lock_guard lock(cancels_mutex);
@@ -910,7 +911,10 @@ TEST_CASE("the registry never leaks: answers, timeouts, cancels, disconnects, ho
     options.disconnect_grace = 200ms;
     Manager manager(options);
     std::atomic<int> cancels{0};
-    manager.on_cancel([&](CancelRequest const&) { ++cancels; });
+    manager.on_cancel([&](CancelRequest const&) {
+        ++cancels;
+        return true;
+    });
     start(manager);
     auto const port = manager.local_port();
     Tab alice(port, "user_id=alice");

@@ -23,6 +23,7 @@
 #include <wsmanager/detail/pending_operations.hpp>
 #include <wsmanager/detail/protocol_codec.hpp>
 #include <wsmanager/error.hpp>
+#include <wsmanager/options.hpp>
 
 namespace wsmanager::detail {
 
@@ -41,9 +42,10 @@ public:
     using completion = std::function<void(std::error_code, bool)>;
 
     /// `lifetime` is the owner's: timer handlers do nothing once it has expired.
-    ack_service(executor_type strand, delivery& delivery, manager_counters& counters,
-                std::weak_ptr<void const> const& lifetime)
+    ack_service(executor_type strand, Options const& options, delivery& delivery,
+                manager_counters& counters, std::weak_ptr<void const> const& lifetime)
         : strand_(std::move(strand)),
+          options_(options),
           delivery_(delivery),
           counters_(counters),
           lifetime_(lifetime) {}
@@ -53,6 +55,11 @@ public:
     /// error::invalid_message when the message is not a JSON object.
     void start(std::string message_id, std::string user_id, Message const& message,
                std::chrono::milliseconds timeout, completion complete) {
+        if (!pending_.has_room_for(user_id, options_.max_pending_confirmations_per_user,
+                                   options_.max_pending_confirmations)) {
+            complete(error::too_many_pending, false);
+            return;
+        }
         auto framed = codec::with_ack_request(message, message_id);
         if (!framed) {
             complete(error::invalid_message, false);
@@ -117,6 +124,7 @@ private:
     }
 
     executor_type strand_;
+    Options const& options_;
     delivery& delivery_;
     manager_counters& counters_;
     std::weak_ptr<void const> const& lifetime_;  ///< the owner's, set once it is shared

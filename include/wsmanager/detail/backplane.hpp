@@ -56,12 +56,21 @@ public:
      */
     virtual void publish(delivery_target const& target, Message const& message,
                          completion done) = 0;
+
+    /// This node has closed its part of `target` (disconnect_user); closes the other
+    /// nodes' part with the same code and reason.
+    virtual void publish_close(delivery_target const& target, std::uint16_t code,
+                               std::string const& reason, completion done) = 0;
 };
 
 /// One node, no others: publishing reaches nobody else and always succeeds.
 class single_node_backplane final : public backplane {
 public:
     void publish(delivery_target const&, Message const&, completion done) override {
+        done(std::error_code{});
+    }
+    void publish_close(delivery_target const&, std::uint16_t, std::string const&,
+                       completion done) override {
         done(std::error_code{});
     }
 };

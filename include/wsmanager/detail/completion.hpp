@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
+#include <chrono>
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <tuple>
@@ -54,18 +56,42 @@ private:
     Handler handler_;
 };
 
-/// Connects a handler's cancellation slot (if any) to `cancel`, for terminal, partial and
-/// total cancellation alike: each ends the operation at once.
+/// The cancellation types an operation honours. `total` promises no side effects, so an
+/// operation that has already sent something to a client honours terminal and partial only.
+inline constexpr asio::cancellation_type any_cancellation =
+    asio::cancellation_type::terminal | asio::cancellation_type::partial |
+    asio::cancellation_type::total;
+inline constexpr asio::cancellation_type cancellation_with_side_effects =
+    asio::cancellation_type::terminal | asio::cancellation_type::partial;
+
+/// Connects a handler's cancellation slot (if any) to `cancel`, for the `honoured` types:
+/// each ends the operation at once; the others are ignored.
 template <class Handler, class Cancel>
-void install_canceller(Handler& handler, Cancel cancel) {
+void install_canceller(Handler& handler, Cancel cancel,
+                       asio::cancellation_type honoured = any_cancellation) {
     auto slot = asio::get_associated_cancellation_slot(handler);
     if (!slot.is_connected()) return;
-    slot.assign([cancel = std::move(cancel)](asio::cancellation_type type) {
-        if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
-                     asio::cancellation_type::total)) != asio::cancellation_type::none) {
-            cancel();
-        }
+    slot.assign([cancel = std::move(cancel), honoured](asio::cancellation_type type) {
+        if ((type & honoured) != asio::cancellation_type::none) cancel();
     });
+}
+
+/// A timeout or interval as whole milliseconds (rounded up), or 0 when it is zero,
+/// negative, not a number, or too large to add to the steady clock: the operations answer
+/// 0 with `asio::error::invalid_argument`, never with an instant decision.
+template <class Rep, class Period>
+std::chrono::milliseconds checked_duration(std::chrono::duration<Rep, Period> duration) {
+    using milliseconds = std::chrono::duration<long double, std::milli>;
+    if (!(duration > std::chrono::duration<Rep, Period>::zero())) return {};
+    auto const wanted = std::chrono::duration_cast<milliseconds>(duration).count();
+    auto const room = std::chrono::duration_cast<milliseconds>(
+                          std::chrono::steady_clock::time_point::max() -
+                          std::chrono::steady_clock::now())
+                          .count();
+    // A margin for the clock to move on before the deadline is computed.
+    if (!(wanted < room / 2)) return {};
+    return std::chrono::milliseconds(
+        static_cast<std::chrono::milliseconds::rep>(std::ceil(wanted)));
 }
 
 /// A pending_completion as a copyable std::function, for storing in containers.

@@ -85,6 +85,15 @@ public:
                                                      ConfirmationReason::cancelled});
             return;
         }
+        if (!pending_.has_room_for(entry.user_id, options_.max_pending_confirmations_per_user,
+                                   options_.max_pending_confirmations)) {
+            log_.write(LogLevel::warning, "too_many_pending",
+                       "notify_user refused: pending confirmations limit reached", 0,
+                       entry.user_id);
+            entry.complete(error::too_many_pending,
+                           UserConfirmation{false, std::nullopt, ConfirmationReason::cancelled});
+            return;
+        }
         entry.timer = std::make_unique<asio::steady_timer>(strand_);
         if (options_.resolve_on_disconnect && !connections_.user_online(entry.user_id)) {
             entry.disconnect_deadline = entry.created + options_.disconnect_grace;
@@ -198,6 +207,11 @@ public:
     /// A confirmation of the task is pending for another user: the task is not theirs.
     bool task_has_other_user(std::string const& task_id, std::string const& user_id) const {
         return pending_.task_has_other_user(task_id, user_id);
+    }
+
+    /// A pending entry of the task is `user_id`'s: the manager knows the task as theirs.
+    bool task_has_user(std::string const& task_id, std::string const& user_id) const {
+        return pending_.task_has_user(task_id, user_id);
     }
 
     std::size_t size() const noexcept { return pending_.size(); }

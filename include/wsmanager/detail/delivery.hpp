@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <system_error>
 #include <string>
@@ -63,53 +64,71 @@ public:
         deliver(target, message, [](std::error_code, std::size_t) {});
     }
 
+    /// Closes the target's connections on every node (disconnect_user); `done(ec, local)`
+    /// as deliver.
+    template <class Done>
+    void close(delivery_target const& target, std::uint16_t code, std::string const& reason,
+               Done done) {
+        auto const local = close_local(target, code, reason);
+        backplane_->publish_close(target, code, reason,
+                                  [done = std::move(done), local](std::error_code ec) mutable {
+                                      done(ec, local);
+                                  });
+    }
+
+    /// This node's part of close(): the number of sessions closed.
+    std::size_t close_local(delivery_target const& target, std::uint16_t code,
+                            std::string const& reason) {
+        std::size_t count = 0;
+        for_each_local(target, [&](session& s) {
+            s.close(code, reason);
+            ++count;
+        });
+        return count;
+    }
+
     /// This node's connections only: the number of sessions the message was handed to.
     std::size_t deliver_local(delivery_target const& target, Message const& message) {
-        using kind = delivery_target::kind;
-        switch (target.scope) {
-            case kind::everyone: return to_everyone(message);
-            case kind::user: return to_each(connections_.of_user(target.user_id), message);
-            case kind::topic: return to_subscribers(target.topic, message);
-            case kind::user_and_topic: return to_user_and_topic(target, message);
-            case kind::connection: {
-                auto session = connections_.find(target.connection_id);
-                if (!session) return 0;
-                session->send(message);
-                return 1;
-            }
+        auto const started = std::chrono::steady_clock::now();
+        std::size_t count = 0;
+        for_each_local(target, [&](session& s) {
+            s.send(message);
+            ++count;
+        });
+        if (target.scope == delivery_target::kind::everyone) {
+            counters_.broadcast_fanout_seconds.observe(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+                    .count());
         }
-        return 0;
+        return count;
     }
 
 private:
-    std::size_t to_everyone(Message const& message) {
-        auto const started = std::chrono::steady_clock::now();
-        auto const count = to_each(connections_.all(), message);
-        counters_.broadcast_fanout_seconds.observe(
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-        return count;
-    }
-
-    static std::size_t to_each(std::vector<session_ptr> const& sessions, Message const& message) {
-        for (auto const& session : sessions) session->send(message);
-        return sessions.size();
-    }
-
-    std::size_t to_subscribers(std::string const& topic, Message const& message) {
-        auto const& subscribers = topics_.subscribers(topic);
-        for (auto const& [id, session] : subscribers) session->send(message);
-        return subscribers.size();
-    }
-
-    std::size_t to_user_and_topic(delivery_target const& target, Message const& message) {
-        auto const& of_user = connections_.of_user(target.user_id);
-        std::size_t count = to_each(of_user, message);
-        for (auto const& [id, session] : topics_.subscribers(target.topic)) {
-            if (!target.user_id.empty() && session->user_id() == target.user_id) continue;
-            session->send(message);
-            ++count;
+    /// Calls `f(session&)` once for each of this node's connections in `target`.
+    template <class F>
+    void for_each_local(delivery_target const& target, F&& f) {
+        using kind = delivery_target::kind;
+        switch (target.scope) {
+            case kind::everyone:
+                for (auto const& s : connections_.all()) f(*s);
+                return;
+            case kind::user:
+                for (auto const& s : connections_.of_user(target.user_id)) f(*s);
+                return;
+            case kind::topic:
+                for (auto const& [id, s] : topics_.subscribers(target.topic)) f(*s);
+                return;
+            case kind::user_and_topic:
+                for (auto const& s : connections_.of_user(target.user_id)) f(*s);
+                // The user's own tabs are all in of_user already: each connection once.
+                for (auto const& [id, s] : topics_.subscribers(target.topic)) {
+                    if (target.user_id.empty() || s->user_id() != target.user_id) f(*s);
+                }
+                return;
+            case kind::connection:
+                if (auto s = connections_.find(target.connection_id)) f(*s);
+                return;
         }
-        return count;
     }
 
     connection_registry const& connections_;

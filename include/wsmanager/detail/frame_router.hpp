@@ -21,6 +21,7 @@
 
 #include <wsmanager/action.hpp>
 #include <wsmanager/detail/client_request.hpp>
+#include <wsmanager/detail/host_hooks.hpp>
 #include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/detail/protocol_codec.hpp>
 #include <wsmanager/detail/session.hpp>
@@ -40,8 +41,9 @@ public:
 
 class frame_router {
 public:
-    frame_router(client_actions& actions, manager_counters& counters, logger const& log)
-        : actions_(actions), counters_(counters), log_(log) {}
+    frame_router(client_actions& actions, host_hooks& hooks, manager_counters& counters,
+                 logger const& log)
+        : actions_(actions), hooks_(hooks), counters_(counters), log_(log) {}
 
     /// Registers a host action; an empty handler removes it. Built-in names are never
     /// routed here (they are answered first).
@@ -55,7 +57,7 @@ public:
 
     /// Routes one client text frame from `sender`.
     void route(session_ptr const& sender, std::string_view payload) {
-        auto frame = std::make_shared<codec::ClientFrame>();
+        auto frame = std::make_shared<codec::ClientFrame>(payload.size());
         if (auto problem = codec::parse_client_frame(payload, *frame)) {
             reject(*sender, problem->code, problem->message, frame->request_id);
             return;
@@ -103,7 +105,7 @@ private:
                                   if (auto session = weak.lock()) session->send(reply);
                               });
         try {
-            it->second(context, frame->document);
+            hooks_.call([&] { it->second(context, frame->document); });
         } catch (std::exception const& e) {
             log_.write(LogLevel::error, "action_handler_failed",
                        std::string(name) + ": " + e.what(), sender->id(), sender->user_id());
@@ -117,6 +119,7 @@ private:
     }
 
     client_actions& actions_;
+    host_hooks& hooks_;
     manager_counters& counters_;
     logger const& log_;
     std::unordered_map<std::string, ActionHandler> host_actions_;

@@ -1,24 +1,27 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
-// Admission before the upgrade: the Origin allow-list, the query string, the identity
-// (development `?user_id=`, an HS256 JWT, or the host's Authenticator) and its validity.
-// It answers with the user id to admit, or the HTTP refusal; refusals are counted and
+// Admission before the upgrade: the WebSocket version (RFC 6455 only), the Origin
+// allow-list, the query string, the identity (development `?user_id=`, a JWT, or the host's
+// Authenticator) and its validity. It answers with the user id to admit, or the HTTP refusal; refusals are counted and
 // logged here. The transport turns a websocketpp request into a handshake_attempt and
 // applies the answer.
 //
 // Runs on the connecting connection's strand, possibly on several threads at once for
-// different connections: admit() only reads the gate's state, which is set before
-// start_server.
+// different connections: admit() reads options and the authenticator, which
+// set_authenticator may replace at any time (a shared pointer under a short mutex).
 
 #include <algorithm>
 #include <exception>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include <wsmanager/detail/host_hooks.hpp>
 #include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/detail/uri.hpp>
 #include <wsmanager/detail/utf8.hpp>
@@ -46,16 +49,33 @@ struct admission {
 
 class handshake_gate {
 public:
-    handshake_gate(Options const& options, manager_counters& counters, logger const& log)
-        : options_(options), counters_(counters), log_(log) {}
+    handshake_gate(Options const& options, host_hooks& hooks, manager_counters& counters,
+                   logger const& log)
+        : options_(options), hooks_(hooks), counters_(counters), log_(log) {}
 
-    /// Replaces the default identity check (before start_server).
+    /// Replaces the default identity check; any thread, also while handshakes run (the next
+    /// handshake uses the new one).
     void set_authenticator(Authenticator authenticator) {
-        authenticator_ = std::move(authenticator);
+        auto replacement = authenticator ? std::make_shared<Authenticator const>(
+                                               std::move(authenticator))
+                                         : nullptr;
+        std::lock_guard lock(authenticator_mutex_);
+        authenticator_ = std::move(replacement);
     }
-    bool has_authenticator() const noexcept { return static_cast<bool>(authenticator_); }
+    bool has_authenticator() const { return current_authenticator() != nullptr; }
 
     admission admit(handshake_attempt const& attempt) const {
+        // RFC 6455 only: hixie-76 (no version header) and the hybi drafts 7 and 8 are
+        // unmasked or differently framed, and the prepared frames are RFC 6455 frames.
+        if (header(attempt, "sec-websocket-version") != "13") {
+            auto refused = refuse(attempt,
+                                  AuthResult::reject("Unsupported WebSocket version: only "
+                                                     "RFC 6455 (Sec-WebSocket-Version: 13)",
+                                                     426),
+                                  reject_reason::handshake);
+            refused.headers.emplace_back("Sec-WebSocket-Version", "13");  // RFC 6455 4.4
+            return refused;
+        }
         if (!options_.allowed_origins.empty()) {
             auto const origin = header(attempt, "origin");
             auto const& allowed = options_.allowed_origins;
@@ -77,13 +97,16 @@ public:
         }
         request.headers = attempt.headers;
         request.remote_endpoint = attempt.remote_endpoint;
-        AuthResult verdict;
-        try {
-            verdict = authenticator_ ? authenticator_(request)
-                                     : default_authenticate(request, options_);
-        } catch (std::exception const& e) {
-            log_.write(LogLevel::error, "authenticator_failed", e.what());
-            verdict = AuthResult::reject("Authentication failed", 500);
+        AuthResult verdict = AuthResult::reject("Server shutting down", 503);
+        if (auto const authenticator = current_authenticator()) {
+            try {
+                hooks_.call([&] { verdict = (*authenticator)(request); });
+            } catch (std::exception const& e) {
+                log_.write(LogLevel::error, "authenticator_failed", e.what());
+                verdict = AuthResult::reject("Authentication failed", 500);
+            }
+        } else {
+            verdict = default_authenticate(request, options_);
         }
         if (!verdict.accepted) return refuse(attempt, verdict, reject_reason::auth);
         if (!is_valid_utf8(verdict.user_id)) {
@@ -112,10 +135,17 @@ private:
         return refused;
     }
 
+    std::shared_ptr<Authenticator const> current_authenticator() const {
+        std::lock_guard lock(authenticator_mutex_);
+        return authenticator_;
+    }
+
     Options const& options_;
+    host_hooks& hooks_;
     manager_counters& counters_;
     logger const& log_;
-    Authenticator authenticator_;
+    mutable std::mutex authenticator_mutex_;
+    std::shared_ptr<Authenticator const> authenticator_;  ///< guarded by authenticator_mutex_
 };
 
 }  // namespace wsmanager::detail

@@ -24,6 +24,7 @@
 #include <wsmanager/detail/protocol_codec.hpp>
 #include <wsmanager/detail/utf8.hpp>
 #include <wsmanager/error.hpp>
+#include <wsmanager/options.hpp>
 
 namespace wsmanager::detail {
 
@@ -42,9 +43,10 @@ public:
     using executor_type = asio::steady_timer::executor_type;
 
     /// `lifetime` is the owner's: timer handlers do nothing once it has expired.
-    heartbeat_service(executor_type strand, delivery& delivery, manager_counters& counters,
-                      std::weak_ptr<void const> const& lifetime)
+    heartbeat_service(executor_type strand, Options const& options, delivery& delivery,
+                      manager_counters& counters, std::weak_ptr<void const> const& lifetime)
         : strand_(std::move(strand)),
+          options_(options),
           delivery_(delivery),
           counters_(counters),
           lifetime_(lifetime) {}
@@ -55,6 +57,11 @@ public:
         if (entry.interval.count() <= 0 || entry.user_id.empty() || entry.task_id.empty() ||
             !is_valid_utf8(entry.user_id) || !is_valid_utf8(entry.task_id)) {
             entry.complete(asio::error::invalid_argument);
+            return;
+        }
+        if (!pending_.has_room_for(entry.user_id, options_.max_pending_confirmations_per_user,
+                                   options_.max_pending_confirmations)) {
+            entry.complete(error::too_many_pending);
             return;
         }
         entry.timer = std::make_unique<asio::steady_timer>(strand_);
@@ -84,6 +91,11 @@ public:
 
     bool task_has_other_user(std::string const& task_id, std::string const& user_id) const {
         return pending_.task_has_other_user(task_id, user_id);
+    }
+
+    /// A pending entry of the task is `user_id`'s: the manager knows the task as theirs.
+    bool task_has_user(std::string const& task_id, std::string const& user_id) const {
+        return pending_.task_has_user(task_id, user_id);
     }
 
     std::size_t size() const noexcept { return pending_.size(); }
@@ -116,6 +128,7 @@ private:
     }
 
     executor_type strand_;
+    Options const& options_;
     delivery& delivery_;
     manager_counters& counters_;
     std::weak_ptr<void const> const& lifetime_;  ///< the owner's, set once it is shared

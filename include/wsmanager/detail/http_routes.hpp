@@ -5,16 +5,27 @@
 // /status (Options::http_endpoints; on the WebSocket port, or alone on the metrics listener
 // with Options::metrics_address), then the host's on_http handler, then 404.
 //
+// /metrics and /status on the WebSocket port answer only loopback peers unless
+// Options::metrics_public is set.
+//
 // Runs on the requesting connection's strand, possibly on several threads at once: route()
-// reads only atomics and state set before start_server. /healthz is answered later, after a
+// reads atomics, options, and the host's handler, which set_host_handler may replace at any
+// time (a shared pointer under a short mutex). /healthz is answered later, after a
 // trip through the manager strand, because liveness is the event loop answering.
 
 #include <exception>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <utility>
 
+#include <asio/ip/address.hpp>
+
+#include <wsmanager/detail/host_hooks.hpp>
 #include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/http.hpp>
 #include <wsmanager/log.hpp>
@@ -29,16 +40,22 @@ public:
     /// Asks the manager strand whether the server runs; answers on the strand.
     using liveness_probe = std::function<void(std::function<void(bool running)>)>;
 
-    http_routes(Options const& options, manager_counters const& counters, logger const& log,
-                std::function<Status()> status, liveness_probe probe)
+    http_routes(Options const& options, host_hooks& hooks, manager_counters const& counters,
+                logger const& log, std::function<Status()> status, liveness_probe probe)
         : options_(options),
+          hooks_(hooks),
           counters_(counters),
           log_(log),
           status_(std::move(status)),
           probe_(std::move(probe)) {}
 
-    /// The host's routes on the WebSocket port (before start_server).
-    void set_host_handler(HttpHandler handler) { host_handler_ = std::move(handler); }
+    /// The host's routes on the WebSocket port; any thread, also while requests run.
+    void set_host_handler(HttpHandler handler) {
+        auto replacement =
+            handler ? std::make_shared<HttpHandler const>(std::move(handler)) : nullptr;
+        std::lock_guard lock(host_handler_mutex_);
+        host_handler_ = std::move(replacement);
+    }
 
     /// Where the built-in routes are served.
     enum class listener { websocket_port, metrics_port };
@@ -60,12 +77,17 @@ public:
                 });
                 return std::nullopt;
             }
-            if (auto response = builtin(request.path)) return response;
+            if (auto response = builtin(request, on)) return response;
         }
-        if (on == listener::websocket_port && host_handler_) {
+        auto const host_handler = current_host_handler();
+        if (on == listener::websocket_port && host_handler) {
             HttpResponse response;
             try {
-                if (host_handler_(request, response)) return response;
+                bool handled = false;
+                if (!hooks_.call([&] { handled = (*host_handler)(request, response); })) {
+                    return HttpResponse{503, "text/plain; charset=utf-8", "stopping\n", {}};
+                }
+                if (handled) return response;
             } catch (std::exception const& e) {
                 log_.write(LogLevel::error, "http_handler_failed",
                            request.method + " " + request.path + ": " + e.what());
@@ -75,12 +97,38 @@ public:
         return not_found();
     }
 
+    /// True for "127.x.x.x:port", "[::1]:port" and "[::ffff:127.x.x.x]:port".
+    static bool is_loopback_endpoint(std::string_view endpoint) {
+        auto const colon = endpoint.rfind(':');
+        if (colon == std::string_view::npos) return false;
+        auto host = endpoint.substr(0, colon);
+        if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+            host = host.substr(1, host.size() - 2);
+        }
+        std::error_code ec;
+        auto const address = asio::ip::make_address(std::string(host), ec);
+        if (ec) return false;
+        if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+            return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
+        }
+        return address.is_loopback();
+    }
+
     static HttpResponse not_found() {
         return HttpResponse{404, "text/plain; charset=utf-8", "not found\n", {}};
     }
 
 private:
-    std::optional<HttpResponse> builtin(std::string const& path) const {
+    std::optional<HttpResponse> builtin(HttpRequest const& request, listener on) const {
+        auto const& path = request.path;
+        if ((path == "/metrics" || path == "/status") && on == listener::websocket_port &&
+            !options_.metrics_public && !is_loopback_endpoint(request.remote_endpoint)) {
+            // Counts and activity are not for everyone who can reach the public port.
+            return HttpResponse{403, "text/plain; charset=utf-8",
+                                "forbidden: served to loopback peers only (see "
+                                "Options::metrics_public, metrics_address)\n",
+                                {}};
+        }
         bool const running = counters_.running.load(std::memory_order_relaxed);
         if (path == "/readyz") {
             bool const ready =
@@ -102,12 +150,19 @@ private:
         return std::nullopt;
     }
 
+    std::shared_ptr<HttpHandler const> current_host_handler() const {
+        std::lock_guard lock(host_handler_mutex_);
+        return host_handler_;
+    }
+
     Options const& options_;
+    host_hooks& hooks_;
     manager_counters const& counters_;
     logger const& log_;
     std::function<Status()> status_;
     liveness_probe probe_;
-    HttpHandler host_handler_;
+    mutable std::mutex host_handler_mutex_;
+    std::shared_ptr<HttpHandler const> host_handler_;  ///< guarded by host_handler_mutex_
 };
 
 }  // namespace wsmanager::detail

@@ -36,6 +36,7 @@
 #include <wsmanager/detail/frame_router.hpp>
 #include <wsmanager/detail/handshake_gate.hpp>
 #include <wsmanager/detail/heartbeat_service.hpp>
+#include <wsmanager/detail/host_hooks.hpp>
 #include <wsmanager/detail/http_routes.hpp>
 #include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/detail/protocol_codec.hpp>
@@ -100,6 +101,25 @@ public:
         });
     }
 
+    /// disconnect_user: closes every connection of the user, on every node.
+    template <class Handler>
+    void disconnect(std::string user_id, std::uint16_t code, std::string reason,
+                    Handler handler) {
+        on_strand(std::move(handler), [user_id = std::move(user_id), code,
+                                       reason = std::move(reason)](manager_core& self,
+                                                                   auto done) mutable {
+            if (user_id.empty() || !codec::is_sendable_close(code, reason)) {
+                return std::move(done).complete(std::error_code(asio::error::invalid_argument),
+                                                std::size_t{0});
+            }
+            self.logger_->write(LogLevel::info, "user_disconnected",
+                                "code " + std::to_string(code) + " " + reason, 0, user_id);
+            self.delivery_.close(
+                delivery_target::user(std::move(user_id)), code, reason,
+                share_completion<void(std::error_code, std::size_t)>(std::move(done)));
+        });
+    }
+
     template <class Handler>
     void notify(TaskStepResult result, std::string user_id, std::string task_id, int step,
                 std::chrono::milliseconds timeout, Handler handler) {
@@ -110,16 +130,23 @@ public:
         entry.step = step;
         entry.result = std::move(result);
         entry.created = pending_confirmation::clock::now();
-        entry.deadline = entry.created + timeout;
-        install_canceller(handler, strand_call(weak_from_this(), [id = entry.id](manager_core& self) {
-            self.confirmations_.withdraw(id);
-        }));
-        on_strand(std::move(handler), [entry = std::move(entry)](manager_core& self,
-                                                                 auto done) mutable {
+        entry.deadline = entry.created + timeout;  // checked_duration: never overflows
+        install_canceller(
+            handler,
+            strand_call(weak_from_this(),
+                        [id = entry.id](manager_core& self) { self.confirmations_.withdraw(id); }),
+            cancellation_with_side_effects);
+        on_strand(std::move(handler), [entry = std::move(entry), timeout](manager_core& self,
+                                                                          auto done) mutable {
             if (self.phase_ != phase::running) {
                 return std::move(done).complete(
                     std::error_code(error::not_running),
                     UserConfirmation{false, std::nullopt, ConfirmationReason::shutdown});
+            }
+            if (timeout.count() <= 0) {
+                return std::move(done).complete(
+                    std::error_code(asio::error::invalid_argument),
+                    UserConfirmation{false, std::nullopt, ConfirmationReason::cancelled});
             }
             entry.complete =
                 share_completion<void(std::error_code, UserConfirmation)>(std::move(done));
@@ -150,14 +177,22 @@ public:
     void send_with_ack(std::string user_id, Message message, std::chrono::milliseconds timeout,
                        Handler handler) {
         auto message_id = random_id();
-        install_canceller(handler, strand_call(weak_from_this(), [message_id](manager_core& self) {
-            self.acks_.stop(message_id, false, asio::error::operation_aborted);
-        }));
+        install_canceller(handler,
+                          strand_call(weak_from_this(),
+                                      [message_id](manager_core& self) {
+                                          self.acks_.stop(message_id, false,
+                                                          asio::error::operation_aborted);
+                                      }),
+                          cancellation_with_side_effects);
         on_strand(std::move(handler), [user_id = std::move(user_id), message = std::move(message),
                                        message_id = std::move(message_id),
                                        timeout](manager_core& self, auto done) mutable {
             if (self.phase_ != phase::running) {
                 return std::move(done).complete(std::error_code(error::not_running), false);
+            }
+            if (timeout.count() <= 0) {
+                return std::move(done).complete(std::error_code(asio::error::invalid_argument),
+                                                false);
             }
             self.acks_.start(std::move(message_id), std::move(user_id), message, timeout,
                              share_completion<void(std::error_code, bool)>(std::move(done)));
@@ -185,13 +220,21 @@ public:
         });
     }
 
-    /// Must be called before start_server; the handshake reads it without the strand.
+    /// Any thread; the next handshake uses it.
     void set_authenticator(Authenticator authenticator) {
         gate_.set_authenticator(std::move(authenticator));
     }
 
-    /// Must be called before start_server; HTTP requests read it without the strand.
+    /// Any thread; the next request uses it.
     void set_http_handler(HttpHandler handler) { routes_.set_host_handler(std::move(handler)); }
+
+    /// The host's code is not called after this returns (handlers, authenticator, routes,
+    /// log sink), but for a call this thread is inside of. Any thread; the manager's
+    /// destructor calls it.
+    void close_host_hooks() {
+        hooks_.close_and_wait();
+        logger_->close();
+    }
 
     // ---- state, from any thread ------------------------------------------------------------
 
@@ -261,9 +304,9 @@ private:
           strand_(asio::make_strand(context.get_executor())),
           keepalive_timer_(strand_),
           delivery_(connections_, topics_, *counters_),
-          gate_(options_, *counters_, *logger_),
+          gate_(options_, hooks_, *counters_, *logger_),
           routes_(
-              options_, *counters_, *logger_, [this] { return status(); },
+              options_, hooks_, *counters_, *logger_, [this] { return status(); },
               [this](std::function<void(bool)> answer) {
                   with_strand([answer = std::move(answer)](manager_core& self) {
                       answer(self.phase_ == phase::running);
@@ -271,10 +314,10 @@ private:
               }),
           confirmations_(strand_, options_, connections_, delivery_, *counters_, *logger_,
                          lifetime_),
-          heartbeats_(strand_, delivery_, *counters_, lifetime_),
-          acks_(strand_, delivery_, *counters_, lifetime_),
-          cancellation_(confirmations_, heartbeats_, delivery_, *logger_),
-          router_(*this, *counters_, *logger_) {
+          heartbeats_(strand_, options_, delivery_, *counters_, lifetime_),
+          acks_(strand_, options_, delivery_, *counters_, lifetime_),
+          cancellation_(confirmations_, heartbeats_, delivery_, hooks_, *logger_),
+          router_(*this, hooks_, *counters_, *logger_) {
         counters_->max_connections = options_.max_connections;
     }
 
@@ -320,9 +363,11 @@ private:
 
     /// Runs a host predicate; an exception counts as "no" and is logged.
     template <class Predicate>
-    bool host_allows(session const& sender, Predicate predicate) const {
+    bool host_allows(session const& sender, Predicate predicate) {
         try {
-            return predicate();
+            bool yes = false;
+            hooks_.call([&] { yes = predicate(); });
+            return yes;
         } catch (std::exception const& e) {
             logger_->write(LogLevel::error, "authorizer_failed", e.what(), sender.id(),
                            sender.user_id());
@@ -340,7 +385,8 @@ private:
     std::shared_ptr<transport> transport_;
     std::atomic<std::uint64_t> next_operation_id_{1};
 
-    // The rooms; all but the gate and the routes live on the manager strand.
+    // The rooms; all but the hooks, the gate and the routes live on the manager strand.
+    host_hooks hooks_;
     connection_registry connections_;
     topic_registry topics_;
     delivery delivery_;

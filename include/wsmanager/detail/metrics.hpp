@@ -107,6 +107,7 @@ struct manager_counters {
 
     std::atomic<std::uint64_t> connections_opened{0};
     std::atomic<std::uint64_t> connections_rejected{0};
+    std::atomic<std::uint64_t> accept_failures{0};  ///< failed accepts (EMFILE, ...)
     std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(reject_reason::count_)>
         rejected_by_reason{};
     std::array<std::atomic<std::uint64_t>, counted_close_codes.size() + 1> closed_by_code{};
@@ -240,6 +241,9 @@ inline std::string manager_counters::render_prometheus() const {
         labels += "\"";
         sample(out, "wsmanager_connections_closed_total", labels, closed_by_code[i].load(relaxed));
     }
+    single(out, "wsmanager_accept_failures_total", "counter",
+           "Failed accepts (e.g. no file descriptor left); the listener backs off.",
+           accept_failures.load(relaxed));
     header(out, "wsmanager_connections_rejected_total", "counter",
            "Connections refused, by reason.");
     for (std::size_t i = 0; i < rejected_by_reason.size(); ++i) {

@@ -103,6 +103,28 @@ public:
         return false;
     }
 
+    /// Pending entries of one user.
+    std::size_t count_of_user(std::string const& user_id) const {
+        auto it = by_user_.find(user_id);
+        return it == by_user_.end() ? 0 : it->second.size();
+    }
+
+    /// False when one more entry for `user_id` would pass a limit (per user, in total).
+    bool has_room_for(std::string const& user_id, std::size_t per_user,
+                      std::size_t total) const {
+        return entries_.size() < total && count_of_user(user_id) < per_user;
+    }
+
+    /// True when an entry of `task_id` belongs to `user_id`.
+    bool task_has_user(std::string const& task_id, std::string const& user_id) const {
+        auto it = by_task_.find(task_id);
+        if (it == by_task_.end()) return false;
+        for (auto const& id : it->second) {
+            if (entries_.at(id).user_id == user_id) return true;
+        }
+        return false;
+    }
+
     std::size_t size() const noexcept { return entries_.size(); }
     bool empty() const noexcept { return entries_.empty(); }
     /// Users and tasks with at least one entry (for tests: the indexes never outgrow it).

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -38,6 +39,15 @@ inline constexpr std::string_view confirm = "confirm";
 inline constexpr std::string_view cancel = "cancel";
 inline constexpr std::string_view ack = "ack";
 }  // namespace action_name
+
+/// A close code and reason a server may send (RFC 6455 sections 5.5.1 and 7.4): 1000, 1001,
+/// 1008, 1011, 1013 or an application code 3000-4999, and a reason of at most 123 bytes of
+/// UTF-8 (a control frame carries 125 bytes, two of them the code).
+inline bool is_sendable_close(std::uint16_t code, std::string_view reason) noexcept {
+    bool const known = code == 1000 || code == 1001 || code == 1008 || code == 1011 ||
+                       code == 1013 || (code >= 3000 && code <= 4999);
+    return known && reason.size() <= 123 && is_valid_utf8(reason);
+}
 
 /// True for the actions the manager answers itself (a host cannot replace them).
 constexpr bool is_builtin_action(std::string_view name) noexcept {
@@ -161,9 +171,12 @@ inline Message error_frame(ErrorCode code, std::string_view message,
         .finish();
 }
 
+/// A `pong`. The timestamp is echoed when it is a scalar (a number, a string, a boolean); an
+/// array or object is not echoed (null): the writer recurses, and a client must not be
+/// able to choose how deep.
 inline Message pong_frame(rapidjson::Value const* timestamp, rapidjson::Value const* request_id) {
     frame_writer w("pong");
-    if (timestamp != nullptr) {
+    if (timestamp != nullptr && !timestamp->IsObject() && !timestamp->IsArray()) {
         w.field("timestamp", *timestamp);
     } else {
         w.null_field("timestamp");
@@ -231,6 +244,14 @@ inline Message heartbeat_frame(std::string_view user_id, std::string_view task_i
 
 /// A client frame, parsed: its action and optional request_id.
 struct ClientFrame {
+    /// `text_size`: the frame's length. RapidJSON's pool would reserve 64 KiB for every
+    /// frame; a pool sized to the frame keeps a small frame small (it grows if needed).
+    explicit ClientFrame(std::size_t text_size = 0)
+        : pool(2 * text_size + 256), document(&pool) {}
+    ClientFrame(ClientFrame const&) = delete;
+    ClientFrame& operator=(ClientFrame const&) = delete;
+
+    rapidjson::MemoryPoolAllocator<> pool;
     rapidjson::Document document;
     std::string_view action;
     rapidjson::Value const* request_id = nullptr;
@@ -384,8 +405,13 @@ inline std::variant<std::string, FrameProblem> parse_ack(ClientFrame const& fram
 /// nullopt when the message is not a JSON object.
 inline std::optional<Message> with_ack_request(Message const& message, std::string_view message_id) {
     rapidjson::Document document;
-    document.Parse(message.text().data(), message.text().size());
-    if (document.HasParseError() || !document.IsObject()) return std::nullopt;
+    // A Message from from_trusted_json was never validated: parse without recursion and
+    // check its UTF-8, so writing it back cannot throw.
+    document.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(
+        message.text().data(), message.text().size());
+    if (document.HasParseError() || !document.IsObject() || !strings_are_utf8(document)) {
+        return std::nullopt;
+    }
     auto& allocator = document.GetAllocator();
     document.RemoveMember("message_id");
     document.RemoveMember("requires_ack");
@@ -395,7 +421,11 @@ inline std::optional<Message> with_ack_request(Message const& message, std::stri
                                         allocator),
                        allocator);
     document.AddMember("requires_ack", true, allocator);
-    return Message(document);
+    try {
+        return Message(document);
+    } catch (std::invalid_argument const&) {
+        return std::nullopt;
+    }
 }
 
 /// A client `ping`: `timestamp` (any JSON value, or nullptr) is echoed in the `pong`.

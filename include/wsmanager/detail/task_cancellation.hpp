@@ -3,7 +3,8 @@
 
 // A user's `cancel` of a task: who may cancel (not an anonymous connection, not someone
 // else's task as far as the pending confirmations and heartbeats show), the host's verdict
-// (on_cancel), and what a cancel does: the task's confirmations end (reason `cancelled`),
+// (on_cancel; without one, only a task with the user's own pending confirmations or
+// heartbeats), and what a cancel does: the task's confirmations end (reason `cancelled`),
 // its heartbeats stop (error::task_cancelled), and `task_cancelled` reaches the user's
 // connections and the subscribers of `task:<id>`, each connection once.
 //
@@ -18,6 +19,7 @@
 #include <wsmanager/detail/confirmation_service.hpp>
 #include <wsmanager/detail/delivery.hpp>
 #include <wsmanager/detail/heartbeat_service.hpp>
+#include <wsmanager/detail/host_hooks.hpp>
 #include <wsmanager/detail/protocol_codec.hpp>
 #include <wsmanager/log.hpp>
 #include <wsmanager/models.hpp>
@@ -30,8 +32,12 @@ public:
     using handler_type = std::function<bool(CancelRequest const&)>;
 
     task_cancellation(confirmation_service& confirmations, heartbeat_service& heartbeats,
-                      delivery& delivery, logger const& log)
-        : confirmations_(confirmations), heartbeats_(heartbeats), delivery_(delivery), log_(log) {}
+                      delivery& delivery, host_hooks& hooks, logger const& log)
+        : confirmations_(confirmations),
+          heartbeats_(heartbeats),
+          delivery_(delivery),
+          hooks_(hooks),
+          log_(log) {}
 
     /// The host's on_cancel: true accepts, false (or an exception) refuses.
     void set_handler(handler_type handler) { handler_ = std::move(handler); }
@@ -51,8 +57,14 @@ public:
         }
         log_.write(LogLevel::info, "task_cancel_requested", "task " + ask.task_id, sender.id(),
                    sender.user_id());
-        if (handler_ && !host_agrees(CancelRequest{sender.user_id(), ask.task_id, sender.id()})) {
-            // The host knows tasks the manager does not: its "no" stops everything here.
+        // The host knows its tasks: its yes or no decides. Without a handler, only a task the
+        // manager knows to be this user's (a pending confirmation or heartbeat) is cancelled:
+        // anything else would tell a task's subscribers a cancel that nobody checked.
+        bool const accepted =
+            handler_ ? host_agrees(CancelRequest{sender.user_id(), ask.task_id, sender.id()})
+                     : confirmations_.task_has_user(ask.task_id, sender.user_id()) ||
+                           heartbeats_.task_has_user(ask.task_id, sender.user_id());
+        if (!accepted) {
             request.reject(protocol::ErrorCode::forbidden, "Cancel refused by the server");
             return;
         }
@@ -62,7 +74,9 @@ public:
 private:
     bool host_agrees(CancelRequest const& cancel) const {
         try {
-            return handler_(cancel);
+            bool yes = false;
+            hooks_.call([&] { yes = handler_(cancel); });
+            return yes;
         } catch (std::exception const& e) {
             log_.write(LogLevel::error, "authorizer_failed", e.what(), cancel.connection_id,
                        cancel.user_id);
@@ -80,6 +94,7 @@ private:
     confirmation_service& confirmations_;
     heartbeat_service& heartbeats_;
     delivery& delivery_;
+    host_hooks& hooks_;
     logger const& log_;
     handler_type handler_;
 };

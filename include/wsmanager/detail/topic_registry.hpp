@@ -23,19 +23,23 @@ class topic_registry {
 public:
     using subscribers_type = std::unordered_map<std::uint64_t, session_ptr>;
 
-    enum class subscribe_result { subscribed, already_subscribed, connection_limit };
+    enum class subscribe_result { subscribed, already_subscribed, connection_limit, topic_limit };
 
-    /// Adds `session` to `topic`, unless it already is there or has `max_per_connection`
-    /// topics.
+    /// Adds `session` to `topic`, unless it already is there, has `max_per_connection`
+    /// topics, or the topic is new and there are `max_topics` already.
     subscribe_result subscribe(session_ptr const& session, std::string const& topic,
-                               std::size_t max_per_connection) {
+                               std::size_t max_per_connection, std::size_t max_topics) {
         auto& topics = topics_of_[session->id()];
         if (std::find(topics.begin(), topics.end(), topic) != topics.end()) {
             return subscribe_result::already_subscribed;
         }
-        if (topics.size() >= max_per_connection) {
+        bool const new_topic = !subscribers_.contains(topic);
+        if (topics.size() >= max_per_connection || (new_topic && subscribers_.size() >= max_topics)) {
+            auto const refused = topics.size() >= max_per_connection
+                                     ? subscribe_result::connection_limit
+                                     : subscribe_result::topic_limit;
             if (topics.empty()) topics_of_.erase(session->id());
-            return subscribe_result::connection_limit;
+            return refused;
         }
         topics.push_back(topic);
         subscribers_[topic].emplace(session->id(), session);

@@ -13,7 +13,9 @@
 // there): websocketpp's own loop re-arms from the accepted connection's strand, which races
 // stop_listening and listen when the io_context has several threads.
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -27,6 +29,7 @@
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 #include <websocketpp/server.hpp>
 
@@ -83,7 +86,8 @@ public:
           log_(std::move(log)),
           counters_(std::move(counters)),
           environment_(std::make_shared<session_environment>(session_environment{
-              options_.max_send_buffer, options_.max_frames_per_second, log_, counters_})) {
+              options_.max_send_buffer, options_.max_frames_per_second, log_, counters_})),
+          accept_retry_(manager_strand_) {
         attach_logs(server_);
         server_.set_access_channels(websocketpp::log::alevel::connect |
                                     websocketpp::log::alevel::disconnect |
@@ -98,6 +102,8 @@ public:
         server_.set_open_handshake_timeout(options_.handshake_timeout.count());
         server_.set_close_handshake_timeout(options_.close_timeout.count());
         server_.set_pong_timeout(options_.ping_timeout.count());
+        server_.set_max_http_body_size(options_.max_http_body_size);
+        server_.set_user_agent(options_.server_name);
     }
 
     websocketpp_transport(websocketpp_transport const&) = delete;
@@ -112,7 +118,8 @@ public:
             auto self = weak.lock();
             return self && self->on_validate(hdl);
         });
-        server_.set_open_handler(on_session(weak, [](auto& self, auto& session, auto&) {
+        server_.set_open_handler(on_session(weak, [](auto& self, auto& session, auto& con) {
+            con.wsmanager_handshake.reset();  // upgraded: no longer a handshake in progress
             if (auto events = self.events_.lock()) events->on_session_open(session);
         }));
         server_.set_close_handler(on_session(weak, [](auto& self, auto& session, auto& con) {
@@ -148,9 +155,10 @@ public:
             if (!self) return;
             // Refusals were counted with their reason; anything else failed the handshake.
             // A pending accept aborted by stop_listening fails too, and is no client.
-            if (auto con = self->connection_from(self->server_, hdl);
-                con && !con->wsmanager_refused &&
-                con->get_ec() != asio::error::operation_aborted) {
+            auto con = self->connection_from(self->server_, hdl);
+            if (!con) return;
+            con->wsmanager_handshake.reset();
+            if (!con->wsmanager_refused && con->get_ec() != asio::error::operation_aborted) {
                 self->counters_->count_rejected(reject_reason::handshake);
             }
         });
@@ -187,6 +195,7 @@ public:
 
     void stop_listening() override {
         ++listen_generation_;
+        accept_retry_.cancel();
         std::error_code ignored;
         if (server_.is_listening()) server_.stop_listening(ignored);
         if (metrics_server_ && metrics_server_->is_listening()) {
@@ -306,6 +315,7 @@ private:
                                             websocketpp::log::elevel::fatal);
         metrics_server_->init_asio(&context_);
         metrics_server_->set_reuse_addr(true);
+        metrics_server_->set_user_agent(options_.server_name);
         metrics_server_->set_validate_handler([](websocketpp::connection_hdl) { return false; });
         metrics_server_->set_http_handler([weak](websocketpp::connection_hdl hdl) {
             if (auto self = weak.lock()) {
@@ -354,31 +364,86 @@ private:
         return ec;
     }
 
-    /// Manager strand: arms one accept; its completion re-arms from the manager strand.
+    /// Manager strand: arms one accept; its completion re-arms from the manager strand. The
+    /// WebSocket listener pauses while Options::max_handshakes_in_flight handshakes are in
+    /// progress (the next one to end resumes it), and waits a little longer after each
+    /// failed accept (EMFILE: no descriptor left; re-arming at once would spin).
     void accept_next(server_type& server, std::uint64_t generation) {
+        bool const websocket_port = &server == &server_;
+        if (websocket_port && handshakes_in_flight_.load(std::memory_order_relaxed) >=
+                                  options_.max_handshakes_in_flight) {
+            paused_generation_.store(generation, std::memory_order_seq_cst);
+            // A handshake that ended while we looked would not have seen the pause.
+            if (handshakes_in_flight_.load(std::memory_order_seq_cst) >=
+                    options_.max_handshakes_in_flight ||
+                paused_generation_.exchange(0, std::memory_order_seq_cst) != generation) {
+                return;
+            }
+        }
         auto con = server.get_connection();
         if (!con) return;
         std::error_code ec;
         server.async_accept(
             std::static_pointer_cast<typename server_type::transport_con_type>(con),
-            [weak = this->weak_from_this(), &server, con,
-             generation](std::error_code const& accepted) {
+            [weak = this->weak_from_this(), &server, con, generation,
+             websocket_port](std::error_code const& accepted) {
                 // On the new connection's strand, as websocketpp's own handle_accept.
+                auto self = weak.lock();
                 if (accepted) {
                     con->terminate(accepted);
                 } else {
+                    if (self && websocket_port) con->wsmanager_handshake = self->handshake_slot();
                     con->start();
                 }
-                if (auto self = weak.lock()) {
-                    asio::post(self->manager_strand_, [self, &server, generation] {
-                        if (self->listen_generation_ == generation && server.is_listening()) {
-                            self->accept_next(server, generation);
-                        }
-                    });
-                }
+                if (!self) return;
+                asio::post(self->manager_strand_, [self, &server, generation, accepted] {
+                    if (self->listen_generation_ != generation || !server.is_listening()) return;
+                    if (accepted && accepted != asio::error::operation_aborted) {
+                        self->accept_later(server, generation, accepted);
+                    } else {
+                        self->accept_backoff_ = {};
+                        self->accept_next(server, generation);
+                    }
+                });
             },
             ec);
         if (ec) con->terminate(std::error_code{});
+    }
+
+    /// Manager strand: re-arms after a failed accept, 10 ms doubling to 1 s.
+    void accept_later(server_type& server, std::uint64_t generation, std::error_code failure) {
+        using std::chrono::milliseconds;
+        accept_backoff_ = std::clamp(accept_backoff_ * 2, milliseconds(10), milliseconds(1000));
+        manager_counters::add(counters_->accept_failures);
+        log_->write(LogLevel::warning, "accept_failed",
+                    failure.message() + "; accepting again in " +
+                        std::to_string(accept_backoff_.count()) + " ms");
+        accept_retry_.expires_after(accept_backoff_);
+        accept_retry_.async_wait([weak = this->weak_from_this(), &server,
+                                  generation](std::error_code ec) {
+            auto self = weak.lock();
+            if (ec || !self || self->listen_generation_ != generation || !server.is_listening()) {
+                return;
+            }
+            self->accept_next(server, generation);
+        });
+    }
+
+    /// One handshake in progress: released when the connection opens, fails or goes.
+    std::shared_ptr<void> handshake_slot() {
+        handshakes_in_flight_.fetch_add(1, std::memory_order_relaxed);
+        return std::shared_ptr<void>(nullptr, [weak = this->weak_from_this()](void*) {
+            auto self = weak.lock();
+            if (!self) return;
+            self->handshakes_in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+            auto const generation = self->paused_generation_.exchange(0, std::memory_order_seq_cst);
+            if (generation == 0) return;
+            asio::post(self->manager_strand_, [self, generation] {
+                if (self->listen_generation_ == generation && self->server_.is_listening()) {
+                    self->accept_next(self->server_, generation);
+                }
+            });
+        });
     }
 
     asio::io_context& context_;
@@ -391,9 +456,14 @@ private:
     server_type server_;
     std::unique_ptr<server_type> metrics_server_;
     std::atomic<std::uint64_t> next_connection_id_{1};
+    std::atomic<std::size_t> handshakes_in_flight_{0};  ///< on the WebSocket listener
+    std::atomic<std::uint64_t> paused_generation_{0};   ///< its accept loop waits for a slot
+
     // Manager strand only.
     std::uint64_t listen_generation_ = 0;  ///< bumped by every listen and stop
     std::uint16_t bound_port_ = 0;
+    asio::steady_timer accept_retry_;
+    std::chrono::milliseconds accept_backoff_{0};
 };
 
 }  // namespace wsmanager::detail

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <utility>
 
+#include <wsmanager/detail/utf8.hpp>
+
 namespace wsmanager {
 namespace detail {
 
@@ -160,6 +162,29 @@ inline Options Options::from_env() {
         options.max_frames_per_second =
             parse_env_unsigned("WEBSOCKET_MAX_FRAMES_PER_SECOND", *v, 1'000'000);
     }
+    if (auto v = env_value("WEBSOCKET_MAX_TOPICS")) {
+        options.max_topics = parse_env_unsigned("WEBSOCKET_MAX_TOPICS", *v, 100'000'000);
+    }
+    if (auto v = env_value("WEBSOCKET_MAX_CONNECTIONS_PER_USER")) {
+        options.max_connections_per_user =
+            parse_env_unsigned("WEBSOCKET_MAX_CONNECTIONS_PER_USER", *v, 10'000'000);
+    }
+    if (auto v = env_value("WEBSOCKET_MAX_PENDING_CONFIRMATIONS_PER_USER")) {
+        options.max_pending_confirmations_per_user =
+            parse_env_unsigned("WEBSOCKET_MAX_PENDING_CONFIRMATIONS_PER_USER", *v, 100'000'000);
+    }
+    if (auto v = env_value("WEBSOCKET_MAX_PENDING_CONFIRMATIONS")) {
+        options.max_pending_confirmations =
+            parse_env_unsigned("WEBSOCKET_MAX_PENDING_CONFIRMATIONS", *v, 100'000'000);
+    }
+    if (auto v = env_value("WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT")) {
+        options.max_handshakes_in_flight =
+            parse_env_unsigned("WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT", *v, 10'000'000);
+    }
+    if (auto v = env_value("WEBSOCKET_MAX_HTTP_BODY_SIZE")) {
+        options.max_http_body_size =
+            parse_env_unsigned("WEBSOCKET_MAX_HTTP_BODY_SIZE", *v, std::uint64_t{1} << 30);
+    }
     if (auto v = env_value("WEBSOCKET_THREADS")) {
         options.threads = parse_env_unsigned("WEBSOCKET_THREADS", *v, 256);
         if (options.threads == 0) bad_env("WEBSOCKET_THREADS", *v, "at least 1");
@@ -183,6 +208,10 @@ inline Options Options::from_env() {
         }
         options.metrics_address = *v;
     }
+    if (auto v = env_value("WEBSOCKET_METRICS_PUBLIC")) {
+        options.metrics_public = parse_env_bool("WEBSOCKET_METRICS_PUBLIC", *v);
+    }
+    if (auto v = env_value("WEBSOCKET_SERVER_NAME")) options.server_name = *v;
     if (auto v = env_value("WEBSOCKET_LOG_FORMAT")) {
         if (*v == "json") {
             options.log_sink = json_lines_log_sink();
@@ -224,6 +253,16 @@ inline void Options::validate() const {
     if (max_message_size < 64) fail("max_message_size must be at least 64 bytes");
     if (max_send_buffer < 1024) fail("max_send_buffer must be at least 1024 bytes");
     if (threads == 0) fail("threads must be at least 1");
+    if (max_topics == 0) fail("max_topics must be at least 1");
+    if (max_pending_confirmations_per_user == 0) {
+        fail("max_pending_confirmations_per_user must be at least 1");
+    }
+    if (max_pending_confirmations == 0) fail("max_pending_confirmations must be at least 1");
+    if (max_handshakes_in_flight == 0) fail("max_handshakes_in_flight must be at least 1");
+    if (!detail::is_valid_utf8(server_name) ||
+        server_name.find_first_of("\r\n") != std::string::npos) {
+        fail("server_name must be one line of UTF-8 text");
+    }
     if (!metrics_address.empty() && !detail::split_host_port(metrics_address)) {
         fail("metrics_address must be host:port");
     }

@@ -117,6 +117,17 @@ inline void manager_core::register_session(session_ptr const& session) {
         session->close(protocol::close_code::try_again_later, "Server connection limit reached");
         return;
     }
+    if (options_.max_connections_per_user != 0 && !session->anonymous() &&
+        connections_.of_user(session->user_id()).size() >= options_.max_connections_per_user) {
+        counters_->count_rejected(reject_reason::limit);
+        logger_->write(LogLevel::warning, "user_connection_limit",
+                       "closing connection over max_connections_per_user (" +
+                           std::to_string(options_.max_connections_per_user) + ")",
+                       session->id(), session->user_id());
+        session->close(protocol::close_code::policy_violation,
+                       "Connection limit per user reached");
+        return;
+    }
     connections_.add(session);
     update_connection_gauges();
     manager_counters::add(counters_->connections_opened);
@@ -161,12 +172,22 @@ inline void manager_core::subscribe(client_request const& request, codec::Subscr
                                "Not allowed to subscribe to " + ask.topic);
                 return;
             }
-            if (topics_.subscribe(sender, ask.topic, options_.max_topics_per_connection) ==
-                topic_registry::subscribe_result::connection_limit) {
-                request.reject(protocol::ErrorCode::forbidden,
-                               "Subscription limit reached (" +
-                                   std::to_string(options_.max_topics_per_connection) + ")");
-                return;
+            switch (topics_.subscribe(sender, ask.topic, options_.max_topics_per_connection,
+                                      options_.max_topics)) {
+                case topic_registry::subscribe_result::connection_limit:
+                    request.reject(protocol::ErrorCode::forbidden,
+                                   "Subscription limit reached (" +
+                                       std::to_string(options_.max_topics_per_connection) + ")");
+                    return;
+                case topic_registry::subscribe_result::topic_limit:
+                    logger_->write(LogLevel::warning, "topic_limit",
+                                   "max_topics (" + std::to_string(options_.max_topics) +
+                                       ") reached",
+                                   sender->id(), sender->user_id());
+                    request.reject(protocol::ErrorCode::forbidden, "Topic limit reached");
+                    return;
+                case topic_registry::subscribe_result::subscribed:
+                case topic_registry::subscribe_result::already_subscribed: break;
             }
         }
     } else {
