@@ -4,6 +4,7 @@
 // client that never reads.
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -393,5 +394,47 @@ TEST_CASE("frames over max_frames_per_second get rate_limited, the connection st
     std::this_thread::sleep_for(std::chrono::milliseconds(1200));
     CHECK(ping_pong(*flooder));
     CHECK(manager.get_status().frames_rejected >= static_cast<std::uint64_t>(limited));
+    stop(manager);
+}
+
+namespace {
+/// The value of an unlabelled sample in Prometheus text.
+double frames_metric(std::string const& text, std::string const& name) {
+    auto const at = text.find("\n" + name + " ");
+    if (at == std::string::npos) return -1;
+    return std::stod(text.substr(at + name.size() + 2));
+}
+}  // namespace
+
+TEST_CASE("a connection whose frames wait for a busy manager stops reading, and loses none",
+          "[frames][backpressure]") {
+    auto options = test_options();
+    options.max_frames_per_second = 0;
+    Manager manager(options);
+    std::atomic<bool> block{true};
+    // The first "hold" frame keeps the manager strand busy while the pings pile up.
+    manager.on_action("hold", [&](wsmanager::ActionContext const&, rapidjson::Value const&) {
+        if (block.exchange(false)) std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    });
+    start(manager);
+    auto client = connect_client(manager.local_port(), "user_id=alice");
+    REQUIRE(client.hello.has_value());
+    auto const pauses_before = frames_metric(manager.metrics_text(), "wsmanager_read_pauses_total");
+
+    constexpr int sent = 2000;
+    REQUIRE(client->send_text(R"({"action":"hold"})"));
+    for (int i = 0; i < sent; ++i) {
+        REQUIRE(client->send_text(R"({"action":"ping","request_id":)" + std::to_string(i) + "}"));
+    }
+    int next = 0;
+    while (next < sent) {
+        auto frame = client->next_json(std::chrono::seconds(20));
+        REQUIRE(frame.has_value());
+        REQUIRE(frame_type(*frame) == "pong");
+        REQUIRE((*frame)["request_id"].GetInt() == next);  // all of them, in order
+        ++next;
+    }
+    CHECK(frames_metric(manager.metrics_text(), "wsmanager_read_pauses_total") > pauses_before);
+    CHECK(ping_pong(*client));
     stop(manager);
 }

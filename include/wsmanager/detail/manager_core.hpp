@@ -271,6 +271,7 @@ public:
         with_strand([session, payload = std::move(payload)](manager_core& self) {
             // A frame racing the close, or from a connection refused at the limit.
             if (self.connections_.contains(session->id())) self.router_.route(session, payload);
+            session->frame_done(payload.size());
         });
     }
 

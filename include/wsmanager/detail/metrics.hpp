@@ -118,6 +118,7 @@ struct manager_counters {
     std::atomic<std::uint64_t> messages_dropped{0};  ///< failed because a send buffer was full
     std::atomic<std::uint64_t> messages_received{0};
     std::atomic<std::uint64_t> bytes_received{0};
+    std::atomic<std::uint64_t> read_pauses{0};  ///< a connection stopped reading (backpressure)
     std::atomic<std::uint64_t> frames_rejected{0};
     std::array<std::atomic<std::uint64_t>, protocol::error_code_count>
         frames_rejected_by_code{};  ///< by protocol::ErrorCode
@@ -266,6 +267,9 @@ inline std::string manager_counters::render_prometheus() const {
            messages_received.load(relaxed));
     single(out, "wsmanager_received_bytes_total", "counter",
            "Payload bytes of client frames received.", bytes_received.load(relaxed));
+    single(out, "wsmanager_read_pauses_total", "counter",
+           "Times a connection stopped reading because its frames waited for the manager.",
+           read_pauses.load(relaxed));
     header(out, "wsmanager_frames_rejected_total", "counter",
            "Client frames answered with an error frame, by error code.");
     for (std::size_t i = 0; i < frames_rejected_by_code.size(); ++i) {

@@ -9,6 +9,7 @@
 // The identity is fixed at construction (the handshake). send(), close() and ping() may be
 // called from any thread; the implementation moves the work onto the connection's own strand.
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -49,6 +50,9 @@ public:
     virtual void ping() = 0;
     /// The subprotocol the handshake selected ("" when the client offered none we speak).
     virtual std::string subprotocol() const = 0;
+    /// The engine is done with one client frame of `bytes` this session handed it: a session
+    /// that stopped reading because too many were waiting may read again.
+    virtual void frame_done(std::size_t bytes) { static_cast<void>(bytes); }
 
 private:
     std::uint64_t id_;

@@ -12,6 +12,7 @@
 // the strand, so a broadcast of M messages to K connections posts K handlers, not M x K.
 // The other members named "connection strand" run only there.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -38,6 +39,7 @@ namespace wsmanager::detail {
 struct session_environment {
     std::size_t max_send_buffer = 0;
     std::size_t max_frames_per_second = 0;
+    std::size_t max_inbound_bytes = 0;  ///< client bytes waiting for the manager strand
     std::shared_ptr<logger const> log;
     std::shared_ptr<manager_counters> counters;
 };
@@ -143,7 +145,35 @@ public:
                          nullptr);
             return std::nullopt;
         }
+        // Frames wait for the manager strand; past a bound the connection stops reading, so
+        // TCP pushes back on the client instead of the queue growing.
+        auto const size = message->get_payload().size();
+        auto const frames = inbound_frames_.fetch_add(1) + 1;
+        auto const bytes = inbound_bytes_.fetch_add(size) + size;
+        if (!reading_paused_.load() &&
+            (frames >= max_inbound_frames || bytes >= max_inbound_bytes())) {
+            reading_paused_.store(true);
+            // frame_done may have drained the queue before it could see the pause: then
+            // nobody would resume, so look again (sequentially consistent, both sides).
+            if (!drained_below_half() || !reading_paused_.exchange(false)) {
+                counters().add(counters().read_pauses);
+                connection.pause_reading();
+            }
+        }
         return std::move(message->get_raw_payload());
+    }
+
+    void frame_done(std::size_t bytes) override {
+        inbound_frames_.fetch_sub(1);
+        inbound_bytes_.fetch_sub(bytes);
+        if (!reading_paused_.load() || !drained_below_half()) return;
+        auto connection = connection_.lock();
+        if (!connection) return;
+        strand_->post([self = this->shared_from_this(), connection] {
+            // Resume once, and only what was paused (websocketpp would start a second read).
+            if (!self->reading_paused_.exchange(false, std::memory_order_relaxed)) return;
+            connection->resume_reading();
+        });
     }
 
     /// Connection strand: the keepalive ping was answered.
@@ -241,9 +271,22 @@ private:
     std::shared_ptr<session_environment const> environment_;
     std::string subprotocol_;  ///< written during the handshake, read after
 
+    /// Client frames one connection may have waiting for the manager strand.
+    static constexpr std::size_t max_inbound_frames = 64;
+    std::size_t max_inbound_bytes() const noexcept { return environment_->max_inbound_bytes; }
+    bool drained_below_half() const noexcept {
+        return inbound_frames_.load() <= max_inbound_frames / 2 &&
+               inbound_bytes_.load() <= max_inbound_bytes() / 2;
+    }
+
     // Connection strand only.
     rate_limiter rate_;
     bool awaiting_pong_ = false;
+
+    // Client frames handed to the engine and not yet done with (frame_done, manager strand).
+    std::atomic<std::size_t> inbound_frames_{0};
+    std::atomic<std::size_t> inbound_bytes_{0};
+    std::atomic<bool> reading_paused_{false};  ///< set and cleared on the connection strand
 
     // Frames on their way to the connection's strand.
     std::mutex outbox_mutex_;

@@ -86,7 +86,8 @@ public:
           log_(std::move(log)),
           counters_(std::move(counters)),
           environment_(std::make_shared<session_environment>(session_environment{
-              options_.max_send_buffer, options_.max_frames_per_second, log_, counters_})),
+              options_.max_send_buffer, options_.max_frames_per_second,
+              2 * options_.max_message_size, log_, counters_})),
           accept_retry_(manager_strand_) {
         attach_logs(server_);
         server_.set_access_channels(websocketpp::log::alevel::connect |
