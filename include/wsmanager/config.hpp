@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <websocketpp/common/network.hpp>
 #include <websocketpp/config/asio_no_tls.hpp>
@@ -80,12 +81,23 @@ public:
         return out;
     }
 
-    constexpr bool static_test(level) const { return true; }
+    /// The channels compiled in at all. websocketpp builds its devel and frame dumps (a
+    /// std::stringstream per write, a hex dump per read) whenever this says yes, even with the
+    /// channel off at run time: only what the manager turns on is compiled in.
+    constexpr bool static_test(level channel) const { return (channel & compiled_in) != 0; }
     bool dynamic_test(level channel) const {
         return (channels_ & channel) != 0 && target_ && target_->enabled(level_of(channel));
     }
 
 private:
+    static constexpr level compiled_in =
+        std::is_same_v<Names, websocketpp::log::alevel>
+            ? level{websocketpp::log::alevel::connect | websocketpp::log::alevel::disconnect |
+                    websocketpp::log::alevel::fail}
+            : level{websocketpp::log::elevel::library | websocketpp::log::elevel::info |
+                    websocketpp::log::elevel::warn | websocketpp::log::elevel::rerror |
+                    websocketpp::log::elevel::fatal};
+
     static bool is_client_noise(std::string_view text) {
         for (std::string_view pattern :
              {"Operation aborted", "Handshake ended with HTTP error", "handle_read_handshake error",

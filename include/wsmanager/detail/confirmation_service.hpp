@@ -251,7 +251,9 @@ private:
                              is_valid_utf8(r.status) &&
                              is_valid_utf8(r.error_code.value_or("")) &&
                              is_valid_utf8(r.error_message.value_or(""));
-        if (result.HasParseError() || entry.user_id.empty() || !text_ok) {
+        // RapidJSON stops at a NUL byte, but the whole text would be written into the frame.
+        bool const has_nul = r.result.find('\0') != std::string::npos;
+        if (result.HasParseError() || has_nul || entry.user_id.empty() || !text_ok) {
             return error::invalid_message;
         }
         return {};

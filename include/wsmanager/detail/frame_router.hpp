@@ -110,6 +110,11 @@ private:
             log_.write(LogLevel::error, "action_handler_failed",
                        std::string(name) + ": " + e.what(), sender->id(), sender->user_id());
             request.reject(protocol::ErrorCode::internal, "Internal error");
+        } catch (...) {
+            log_.write(LogLevel::error, "action_handler_failed",
+                       std::string(name) + ": an exception not derived from std::exception",
+                       sender->id(), sender->user_id());
+            request.reject(protocol::ErrorCode::internal, "Internal error");
         }
     }
 

@@ -104,6 +104,9 @@ public:
             } catch (std::exception const& e) {
                 log_.write(LogLevel::error, "authenticator_failed", e.what());
                 verdict = AuthResult::reject("Authentication failed", 500);
+            } catch (...) {
+                log_.write(LogLevel::error, "authenticator_failed", "unknown exception");
+                verdict = AuthResult::reject("Authentication failed", 500);
             }
         } else {
             verdict = default_authenticate(request, options_);

@@ -92,6 +92,10 @@ public:
                 log_.write(LogLevel::error, "http_handler_failed",
                            request.method + " " + request.path + ": " + e.what());
                 return HttpResponse{500, "text/plain; charset=utf-8", "internal error\n", {}};
+            } catch (...) {
+                log_.write(LogLevel::error, "http_handler_failed",
+                           request.method + " " + request.path + ": unknown exception");
+                return HttpResponse{500, "text/plain; charset=utf-8", "internal error\n", {}};
             }
         }
         return not_found();

@@ -304,7 +304,7 @@ private:
           context_(context),
           strand_(asio::make_strand(context.get_executor())),
           keepalive_timer_(strand_),
-          delivery_(connections_, topics_, *counters_),
+          delivery_(strand_, connections_, topics_, *counters_, lifetime_),
           gate_(options_, hooks_, *counters_, *logger_),
           routes_(
               options_, hooks_, *counters_, *logger_, [this] { return status(); },
@@ -372,6 +372,10 @@ private:
         } catch (std::exception const& e) {
             logger_->write(LogLevel::error, "authorizer_failed", e.what(), sender.id(),
                            sender.user_id());
+            return false;
+        } catch (...) {
+            logger_->write(LogLevel::error, "authorizer_failed", "unknown exception",
+                           sender.id(), sender.user_id());
             return false;
         }
     }

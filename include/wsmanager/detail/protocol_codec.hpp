@@ -303,9 +303,10 @@ inline bool strings_are_utf8(rapidjson::Value const& root) {
  * The text must outlive the result only during this call (strings are copied).
  */
 inline std::optional<FrameProblem> parse_client_frame(std::string_view text, ClientFrame& out) {
-    // Iterative: a deeply nested frame must not exhaust the stack.
+    // Iterative: a deeply nested frame must not exhaust the stack. RapidJSON would stop at
+    // a NUL byte and ignore the rest; raw NUL is never JSON.
     out.document.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
-    if (out.document.HasParseError()) {
+    if (out.document.HasParseError() || text.find('\0') != std::string_view::npos) {
         return FrameProblem{ErrorCode::invalid_json, "Invalid JSON format"};
     }
     // An escape can spell a lone surrogate ("\udc00"), which RapidJSON decodes to bytes

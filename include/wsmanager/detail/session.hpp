@@ -42,8 +42,17 @@ public:
     /// "address:port" of the peer.
     std::string const& remote_endpoint() const noexcept { return remote_endpoint_; }
 
-    /// Queues one prepared frame; frames leave in the order they were queued.
+    /// Queues one prepared frame and starts its way to the socket; frames leave in the order
+    /// they were queued.
     virtual send_status send(Message const& message) = 0;
+    /// Queues without starting the write: true when the caller must call flush() later.
+    /// delivery's cork uses it to let several messages leave in one write.
+    virtual bool queue(Message const& message) {
+        send(message);
+        return false;
+    }
+    /// Starts writing what queue() left (nothing when a send() has already done it).
+    virtual void flush() {}
     /// Starts the closing handshake with `code` and `reason`.
     virtual void close(std::uint16_t code, std::string reason) = 0;
     /// Sends a keepalive ping unless one is in flight; an unanswered one closes (1011).

@@ -81,6 +81,10 @@ private:
             log_.write(LogLevel::error, "authorizer_failed", e.what(), cancel.connection_id,
                        cancel.user_id);
             return false;
+        } catch (...) {
+            log_.write(LogLevel::error, "authorizer_failed", "unknown exception",
+                       cancel.connection_id, cancel.user_id);
+            return false;
         }
     }
 

@@ -63,36 +63,31 @@ public:
           rate_(environment_->max_frames_per_second) {}
 
     send_status send(Message const& message) override {
-        auto connection = connection_.lock();
-        if (!connection) {
-            counters().add(counters().messages_failed);
-            return send_status::closed;
-        }
-        auto const& frame = frame_of(message);
-        auto const size = frame->get_payload().size();
-        bool post_flush = false;
-        send_status status = send_status::queued;
+        bool post = false;
+        auto const status = enqueue(message, [&](flush_state& state) {
+            post = state != flush_state::posted;
+            state = flush_state::posted;
+        });
+        if (post) post_flush();
+        return status;
+    }
+
+    bool queue(Message const& message) override {
+        bool owed = false;
+        enqueue(message, [&](flush_state& state) {
+            owed = state == flush_state::idle;
+            if (owed) state = flush_state::owed;
+        });
+        return owed;
+    }
+
+    void flush() override {
         {
             std::lock_guard lock(outbox_mutex_);
-            // Bounded like the send queue behind it: a host outrunning one connection's
-            // strand loses frames for that connection only.
-            if (outbox_bytes_ + size > environment_->max_send_buffer) {
-                counters().add(counters().messages_failed);
-                counters().add(counters().messages_dropped);
-                outbox_overflowed_ = true;  // the flush closes it, on its strand
-                status = send_status::dropped;
-            } else {
-                outbox_.push_back(frame);
-                outbox_bytes_ += size;
-            }
-            post_flush = !std::exchange(flush_posted_, true);
+            if (flush_state_ != flush_state::owed) return;  // a send() got there first
+            flush_state_ = flush_state::posted;
         }
-        if (post_flush) {
-            strand_->post([self = this->shared_from_this(), connection] {
-                self->flush(*connection);
-            });
-        }
-        return status;
+        post_flush();
     }
 
     void close(std::uint16_t code, std::string reason) override {
@@ -202,7 +197,47 @@ public:
     }
 
 private:
+    /// Who will move the outbox to the strand: nobody needs to (idle), whoever called
+    /// queue() and got true (owed), or a flush handler already posted (posted).
+    enum class flush_state : std::uint8_t { idle, owed, posted };
+
     manager_counters& counters() const noexcept { return *environment_->counters; }
+
+    /// Appends a frame to the outbox and lets `transition` update the flush state, both
+    /// under the outbox mutex.
+    template <class Transition>
+    send_status enqueue(Message const& message, Transition transition) {
+        auto const& frame = frame_of(message);
+        auto const size = frame->get_payload().size();
+        send_status status = send_status::queued;
+        std::lock_guard lock(outbox_mutex_);
+        // Bounded like the send queue behind it: a host outrunning one connection's strand
+        // loses frames for that connection only.
+        if (outbox_bytes_ + size > environment_->max_send_buffer) {
+            counters().add(counters().messages_failed);
+            counters().add(counters().messages_dropped);
+            outbox_overflowed_ = true;  // the flush closes it, on its strand
+            status = send_status::dropped;
+        } else {
+            outbox_.push_back(frame);
+            outbox_bytes_ += size;
+        }
+        transition(flush_state_);
+        return status;
+    }
+
+    void post_flush() {
+        auto connection = connection_.lock();
+        if (!connection) {
+            std::lock_guard lock(outbox_mutex_);
+            counters().add(counters().messages_failed, std::uint64_t{outbox_.size()});
+            outbox_.clear();
+            outbox_bytes_ = 0;
+            flush_state_ = flush_state::idle;
+            return;
+        }
+        strand_->post([self = this->shared_from_this(), connection] { self->flush(*connection); });
+    }
 
     /// Connection strand: moves the outbox into websocketpp's send queue.
     void flush(connection_type& connection) {
@@ -212,13 +247,18 @@ private:
             std::lock_guard lock(outbox_mutex_);
             frames.swap(outbox_);
             outbox_bytes_ = 0;
-            flush_posted_ = false;
+            flush_state_ = flush_state::idle;
             overflowed = std::exchange(outbox_overflowed_, false);
         }
         if (overflowed) close_slow_consumer(connection);
         bool started = false;
+        std::uint64_t sent = 0;
+        std::uint64_t bytes = 0;
         for (auto const& frame : frames) {
-            if (!write_on_strand(connection, frame) || started) continue;
+            if (!write_on_strand(connection, frame)) continue;
+            ++sent;
+            bytes += frame->get_payload().size();
+            if (started) continue;
             // websocketpp's send() posts a write_frame() for every frame until a write is in
             // flight; starting the write here (we are on the connection's strand, where
             // write_frame runs anyway) lets the following sends only queue, and the write
@@ -226,6 +266,9 @@ private:
             connection.write_frame();
             started = true;
         }
+        // Counted once per flush: one atomic add per burst, not per frame.
+        counters().add(counters().messages_sent, sent);
+        counters().add(counters().bytes_sent, bytes);
         // Give the vector's capacity back to the outbox, so steady traffic allocates nothing.
         frames.clear();
         std::lock_guard lock(outbox_mutex_);
@@ -261,8 +304,6 @@ private:
             counters().add(counters().messages_failed);
             return false;
         }
-        counters().add(counters().messages_sent);
-        counters().add(counters().bytes_sent, std::uint64_t{frame->get_payload().size()});
         return true;
     }
 
@@ -292,7 +333,7 @@ private:
     std::mutex outbox_mutex_;
     std::vector<frame_ptr> outbox_;   ///< guarded by outbox_mutex_
     std::size_t outbox_bytes_ = 0;    ///< guarded by outbox_mutex_
-    bool flush_posted_ = false;       ///< guarded by outbox_mutex_
+    flush_state flush_state_ = flush_state::idle;  ///< guarded by outbox_mutex_
     bool outbox_overflowed_ = false;  ///< guarded by outbox_mutex_
 };
 

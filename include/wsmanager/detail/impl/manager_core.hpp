@@ -73,6 +73,7 @@ inline void manager_core::begin_stop() {
     acks_.end_all(error::shutting_down);
     transport_->stop_listening();
     keepalive_timer_.cancel();
+    delivery_.release_corked();  // the last frames leave before the close frames
     for (auto const& session : connections_.all()) {
         session->close(protocol::close_code::going_away, "Server shutting down");
     }
