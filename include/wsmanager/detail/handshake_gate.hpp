@@ -2,7 +2,7 @@
 #pragma once
 
 // Admission before the upgrade: the Origin allow-list, the query string, the identity
-// (development `?user_id=`, an HS256 JWT, or the host's Authenticator) and its validity.
+// (development `?user_id=`, a JWT, or the host's Authenticator) and its validity.
 // It answers with the user id to admit, or the HTTP refusal; refusals are counted and
 // logged here. The transport turns a websocketpp request into a handshake_attempt and
 // applies the answer.
@@ -14,11 +14,13 @@
 #include <algorithm>
 #include <exception>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include <wsmanager/detail/jwt_key.hpp>
 #include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/detail/uri.hpp>
 #include <wsmanager/detail/utf8.hpp>
@@ -46,8 +48,14 @@ struct admission {
 
 class handshake_gate {
 public:
+    /// @throws std::invalid_argument if options.auth_public_key does not load.
     handshake_gate(Options const& options, manager_counters& counters, logger const& log)
-        : options_(options), counters_(counters), log_(log) {}
+        : options_(options),
+          counters_(counters),
+          log_(log),
+          token_key_(options.auth_public_key.empty()
+                         ? std::nullopt
+                         : std::optional(shared_jwt_key(options.auth_public_key))) {}
 
     /// Replaces the default identity check (before start_server).
     void set_authenticator(Authenticator authenticator) {
@@ -80,7 +88,9 @@ public:
         AuthResult verdict;
         try {
             verdict = authenticator_ ? authenticator_(request)
-                                     : default_authenticate(request, options_);
+                                     : authenticate_by_default(
+                                           request, options_,
+                                           token_key_ ? &*token_key_ : nullptr);
         } catch (std::exception const& e) {
             log_.write(LogLevel::error, "authenticator_failed", e.what());
             verdict = AuthResult::reject("Authentication failed", 500);
@@ -115,6 +125,8 @@ private:
     Options const& options_;
     manager_counters& counters_;
     logger const& log_;
+    // Loaded once, when the gate is built: no handshake parses the PEM.
+    std::optional<jwt_key> const token_key_;
     Authenticator authenticator_;
 };
 
