@@ -1,11 +1,10 @@
 // SPDX-License-Identifier: BSL-1.0
 // Handshake authentication over real sockets: JWT mode (HS256 with a secret, RS256 with an
 // identity provider's public key made by the openssl command line for the run),
-// development mode, a custom Authenticator and the Origin allow-list. Most cases use a raw TCP client below that sends
-// an HTTP upgrade request with any headers (Authorization, Origin) and reads the status, the
-// refusal's body or, after a 101, the first frame; one uses the shared websocketpp WsClient.
-
-#include <catch2/catch.hpp>
+// development mode, a custom Authenticator and the Origin allow-list. Most cases use a raw TCP
+// client below that sends an HTTP upgrade request with any headers (Authorization, Origin) and
+// reads the status, the refusal's body or, after a 101, the first frame; one uses the shared
+// websocketpp WsClient.
 
 #include <chrono>
 #include <cstdint>
@@ -15,9 +14,9 @@
 #include <memory>
 #include <optional>
 #include <sstream>
-#include <system_error>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include <asio/connect.hpp>
@@ -27,6 +26,7 @@
 #include <asio/read_until.hpp>
 #include <asio/use_future.hpp>  // start_server/stop_server
 #include <asio/write.hpp>
+#include <catch2/catch.hpp>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -240,8 +240,7 @@ constexpr char const* idp_audience = "wsmanager";
 
 /// An RS256 token for `claims_json`, signed as the identity provider does: EVP_DigestSign,
 /// SHA-256, PKCS#1 v1.5, with the private key read from `keys`' PEM file.
-std::string rs256_token(std::string const& claims_json,
-                        idp_rsa_key_files const& keys = idp_key()) {
+std::string rs256_token(std::string const& claims_json, idp_rsa_key_files const& keys = idp_key()) {
     using wsmanager::detail::base64url_encode;
     std::unique_ptr<BIO, decltype(&BIO_free)> file(
         BIO_new_file(keys.private_key().string().c_str(), "r"), &BIO_free);
@@ -249,11 +248,10 @@ std::string rs256_token(std::string const& claims_json,
     std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
         PEM_read_bio_PrivateKey(file.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
     REQUIRE(key);
-    std::string const input =
-        base64url_encode(R"({"alg":"RS256","typ":"JWT","kid":"test"})") + "." +
-        base64url_encode(claims_json);
+    std::string const input = base64url_encode(R"({"alg":"RS256","typ":"JWT","kid":"test"})") +
+                              "." + base64url_encode(claims_json);
     std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(),
-                                                                     &EVP_MD_CTX_free);
+                                                                    &EVP_MD_CTX_free);
     REQUIRE(context);
     REQUIRE(EVP_DigestSignInit(context.get(), nullptr, EVP_sha256(), nullptr, key.get()) == 1);
     auto const* data = reinterpret_cast<unsigned char const*>(input.data());
@@ -444,13 +442,12 @@ TEST_CASE("JWT mode with a public key: bad tokens get 401 with WWW-Authenticate:
     running_manager server(idp_options());
     auto const refused = [&](std::string const& token, std::string const& reason) {
         INFO(reason);
-        for (auto const& reply :
-             {server.upgrade("/ws?token=" + token),
-              server.upgrade("/ws", {"Authorization: Bearer " + token})}) {
+        for (auto const& reply : {server.upgrade("/ws?token=" + token),
+                                  server.upgrade("/ws", {"Authorization: Bearer " + token})}) {
             CHECK(reply.status == 401);
             CHECK(reply.body == reason);
-            CHECK_THAT(reply.head, Catch::Contains("WWW-Authenticate: Bearer",
-                                                   Catch::CaseSensitive::No));
+            CHECK_THAT(reply.head,
+                       Catch::Contains("WWW-Authenticate: Bearer", Catch::CaseSensitive::No));
         }
     };
     refused(rs256_token(idp_claims("alice"), impostor_key()), "Invalid token signature");
@@ -500,6 +497,6 @@ TEST_CASE("default_authenticate in a host's Authenticator uses the public key to
     REQUIRE(alice.status == 101);
     CHECK(connected_user(alice.first_frame) == "alice");
     CHECK(server.upgrade("/ws?token=" + rs256_token(idp_claims("mallory"))).status == 403);
-    CHECK(server.upgrade("/ws?token=" + rs256_token(idp_claims("alice"), impostor_key()))
-              .body == "Invalid token signature");
+    CHECK(server.upgrade("/ws?token=" + rs256_token(idp_claims("alice"), impostor_key())).body ==
+          "Invalid token signature");
 }

@@ -339,8 +339,7 @@ std::string public_pem(EVP_PKEY* key) {
 
 std::string private_pem(EVP_PKEY* key) {
     std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
-    REQUIRE(PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) ==
-            1);
+    REQUIRE(PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) == 1);
     return bio_text(bio.get());
 }
 
@@ -370,7 +369,7 @@ jwt_key load(EVP_PKEY* key) { return jwt_key::load(public_pem(key)); }
 /// EVP_DigestSign with SHA-256: PKCS#1 v1.5 for an RSA key, DER ECDSA for an EC key.
 std::string digest_sign(EVP_PKEY* key, std::string_view input) {
     std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(),
-                                                                     &EVP_MD_CTX_free);
+                                                                    &EVP_MD_CTX_free);
     REQUIRE(context);
     REQUIRE(EVP_DigestSignInit(context.get(), nullptr, EVP_sha256(), nullptr, key) == 1);
     auto const* data = reinterpret_cast<unsigned char const*>(input.data());
@@ -418,8 +417,7 @@ std::string sign(EVP_PKEY* key, std::string_view claims_json,
     return input + "." + base64url_encode(signature);
 }
 
-jwt_verification verify(std::string const& token, jwt_key const& key,
-                        std::int64_t at = now) {
+jwt_verification verify(std::string const& token, jwt_key const& key, std::int64_t at = now) {
     return verify_jwt(token, jwt_requirements{.key = &key}, at);
 }
 
@@ -502,10 +500,8 @@ TEST_CASE("jwt_key: tampering and the wrong key are refused", "[jwt][jwt_key]") 
               "Invalid token signature");
     }
     // Signed by another key of the same type.
-    CHECK(verify(sign(keys().other_rsa.get(), claims("")), rsa).error ==
-          "Invalid token signature");
-    CHECK(verify(sign(keys().other_ec.get(), claims("")), ec).error ==
-          "Invalid token signature");
+    CHECK(verify(sign(keys().other_rsa.get(), claims("")), rsa).error == "Invalid token signature");
+    CHECK(verify(sign(keys().other_ec.get(), claims("")), ec).error == "Invalid token signature");
 }
 
 TEST_CASE("jwt_key: the key decides the algorithm, never the token", "[jwt][jwt_key]") {
@@ -525,8 +521,8 @@ TEST_CASE("jwt_key: the key decides the algorithm, never the token", "[jwt][jwt_
               "Invalid token signature");
     }
     SECTION("alg none") {
-        auto const unsigned_token =
-            base64url_encode(R"({"alg":"none","typ":"JWT"})") + "." + base64url_encode(claims("")) + ".";
+        auto const unsigned_token = base64url_encode(R"({"alg":"none","typ":"JWT"})") + "." +
+                                    base64url_encode(claims("")) + ".";
         CHECK(verify(unsigned_token, rsa).error == only_rs256);
         CHECK(verify(unsigned_token, ec).error == only_es256);
         CHECK(verify(sign(keys().rsa.get(), claims(""), R"({"alg":"none"})"), rsa).error ==
@@ -536,7 +532,8 @@ TEST_CASE("jwt_key: the key decides the algorithm, never the token", "[jwt][jwt_
         auto const confused = sign_hs256_jwt(claims(""), rsa_pem);
         CHECK(verify(confused, rsa).error == only_rs256);
         // With a secret configured as well, HS256 is checked with the secret only.
-        auto const both = verify_jwt(confused, jwt_requirements{.secret = secret, .key = &rsa}, now);
+        auto const both =
+            verify_jwt(confused, jwt_requirements{.secret = secret, .key = &rsa}, now);
         CHECK(both.error == "Invalid token signature");
     }
     SECTION("other algorithms and spellings, signed with the key anyway") {
@@ -560,8 +557,8 @@ TEST_CASE("jwt_key: the key decides the algorithm, never the token", "[jwt][jwt_
                   .error == "Unsupported critical token header parameters");
     }
     SECTION("kid and typ are not looked at") {
-        CHECK(verify(sign(keys().rsa.get(), claims(""), R"({"alg":"RS256","kid":"k1"})"), rsa)
-                  .valid);
+        CHECK(
+            verify(sign(keys().rsa.get(), claims(""), R"({"alg":"RS256","kid":"k1"})"), rsa).valid);
         CHECK(verify(sign(keys().ec.get(), claims(""), R"({"alg":"ES256","typ":"at+jwt"})"), ec)
                   .valid);
     }
@@ -619,7 +616,9 @@ TEST_CASE("jwt_key: ES256 signatures are exactly 64 raw bytes", "[jwt][jwt_key]"
 
 TEST_CASE("jwt_key: issuer and audience, when required", "[jwt][jwt_key]") {
     auto const rsa = load(keys().rsa.get());
-    auto const token = [](std::string const& extra) { return sign(keys().rsa.get(), claims(extra)); };
+    auto const token = [](std::string const& extra) {
+        return sign(keys().rsa.get(), claims(extra));
+    };
     std::string const iss = R"(,"iss":"https://idp.example/realms/app")";
 
     SECTION("not required: iss and aud are not looked at") {
@@ -662,8 +661,10 @@ TEST_CASE("jwt_key: issuer and audience, when required", "[jwt][jwt_key]") {
         CHECK(check(R"(,"aud":null)").error == "Token audience not accepted");
     }
     SECTION("both, and with HS256 too") {
-        jwt_requirements const required{
-            .secret = secret, .key = &rsa, .issuer = "https://idp.example/realms/app", .audience = "wsmanager"};
+        jwt_requirements const required{.secret = secret,
+                                        .key = &rsa,
+                                        .issuer = "https://idp.example/realms/app",
+                                        .audience = "wsmanager"};
         auto const extra = iss + R"(,"aud":"wsmanager")";
         CHECK(verify_jwt(token(extra), required, now).valid);
         CHECK(verify_jwt(sign_hs256_jwt(claims(extra), secret), required, now).valid);
@@ -745,9 +746,9 @@ TEST_CASE("jwt_key: what is not a usable public key is refused, without echoing 
     };
     SECTION("not PEM, or not a key") {
         CHECK_THAT(load_error(""), Catch::Contains("cannot be read"));
-        CHECK_THAT(load_error("/nonexistent/wsmanager/key.pem"),
-                   Catch::Contains("cannot be read") &&
-                       Catch::Contains("/nonexistent/wsmanager/key.pem"));
+        CHECK_THAT(
+            load_error("/nonexistent/wsmanager/key.pem"),
+            Catch::Contains("cannot be read") && Catch::Contains("/nonexistent/wsmanager/key.pem"));
         // Keycloak shows its key as bare base64, which is taken for a path.
         CHECK_THAT(load_error("MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"),
                    Catch::Contains("must contain -----BEGIN"));

@@ -88,9 +88,8 @@ public:
         AuthResult verdict;
         try {
             verdict = authenticator_ ? authenticator_(request)
-                                     : authenticate_by_default(
-                                           request, options_,
-                                           token_key_ ? &*token_key_ : nullptr);
+                                     : authenticate_by_default(request, options_,
+                                                               token_key_ ? &*token_key_ : nullptr);
         } catch (std::exception const& e) {
             log_.write(LogLevel::error, "authenticator_failed", e.what());
             verdict = AuthResult::reject("Authentication failed", 500);

@@ -196,8 +196,7 @@ inline std::string unsupported_algorithm(jwt_requirements const& requirements) {
         allowed += requirements.key->algorithm_name();
     }
     bool const both = !requirements.secret.empty() && requirements.key != nullptr;
-    return "Unsupported token algorithm: only " + allowed + (both ? " are" : " is") +
-           " accepted";
+    return "Unsupported token algorithm: only " + allowed + (both ? " are" : " is") + " accepted";
 }
 
 /// "aud" (RFC 7519 section 4.1.3: one string, or an array of strings) names `audience`.
@@ -254,8 +253,7 @@ inline jwt_verification verify_jwt(std::string_view token, jwt_requirements cons
     auto const alg = alg_value != nullptr && alg_value->IsString() ? jwt_impl::string_of(*alg_value)
                                                                    : std::string_view{};
     bool const with_secret = !requirements.secret.empty() && alg == "HS256";
-    bool const with_key =
-        requirements.key != nullptr && alg == requirements.key->algorithm_name();
+    bool const with_key = requirements.key != nullptr && alg == requirements.key->algorithm_name();
     if (!with_secret && !with_key) {
         return jwt_verification::reject(jwt_impl::unsupported_algorithm(requirements));
     }

@@ -99,15 +99,14 @@ public:
             return false;
         }
         std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(),
-                                                                         &EVP_MD_CTX_free);
+                                                                        &EVP_MD_CTX_free);
         bool const valid =
             context &&
-            EVP_DigestVerifyInit(context.get(), nullptr, EVP_sha256(), nullptr, key_.get()) ==
-                1 &&
-            EVP_DigestVerify(context.get(), reinterpret_cast<unsigned char const*>(signature.data()),
-                             signature.size(),
-                             reinterpret_cast<unsigned char const*>(signing_input.data()),
-                             signing_input.size()) == 1;
+            EVP_DigestVerifyInit(context.get(), nullptr, EVP_sha256(), nullptr, key_.get()) == 1 &&
+            EVP_DigestVerify(
+                context.get(), reinterpret_cast<unsigned char const*>(signature.data()),
+                signature.size(), reinterpret_cast<unsigned char const*>(signing_input.data()),
+                signing_input.size()) == 1;
         // A refused signature leaves errors in this thread's OpenSSL queue; left there, they
         // would be read by the next SSL_get_error of a TLS connection served on this thread.
         ERR_clear_error();
