@@ -358,6 +358,9 @@ int main(int argc, char** argv) {
         options.host = "127.0.0.1";
         if (!settings.port) options.port = 0;
         options.auth_secret.clear();
+        options.auth_public_key.clear();
+        options.auth_issuer.clear();
+        options.auth_audience.clear();
         options.allowed_origins.clear();
         options.close_timeout = std::chrono::seconds(1);
     }

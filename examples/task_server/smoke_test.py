@@ -67,7 +67,9 @@ async def until_state(ws, task_id, state, timeout=15):
 
 async def run(binary):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("WEBSOCKET_AUTH_SECRET", "WEBSOCKET_ALLOWED_ORIGINS", "WEBSOCKET_HOST",
+           if k not in ("WEBSOCKET_AUTH_SECRET", "WEBSOCKET_AUTH_PUBLIC_KEY",
+                        "WEBSOCKET_AUTH_ISSUER", "WEBSOCKET_AUTH_AUDIENCE",
+                        "WEBSOCKET_ALLOWED_ORIGINS", "WEBSOCKET_HOST",
                         "WEBSOCKET_PORT", "WEBSOCKET_TLS_CERT", "WEBSOCKET_TLS_KEY")}
     env["WEBSOCKET_LOG_LEVEL"] = "warning"
     server = await asyncio.create_subprocess_exec(

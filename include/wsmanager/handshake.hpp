@@ -47,8 +47,8 @@ struct AuthResult {
 /**
  * Decides who a connecting client is. Runs during the handshake, on the connection's
  * strand, possibly on several threads at once for different connections; it must not block
- * for long. The default: with Options::auth_secret, an HS256 JWT from `?token=` or
- * `Authorization: Bearer`; without, `?user_id=` as given (development mode).
+ * for long. The default: with Options::auth_secret or Options::auth_public_key, a JWT from
+ * `?token=` or `Authorization: Bearer`; without, `?user_id=` as given (development mode).
  */
 using Authenticator = std::function<AuthResult(HandshakeRequest const&)>;
 
@@ -56,9 +56,17 @@ struct Options;
 
 /**
  * The manager's own identity check, for an Authenticator that adds to it (checks `iss`, a
- * user allow-list, ...) instead of replacing it: with Options::auth_secret, an HS256 JWT
- * from `?token=` or `Authorization: Bearer` (see docs/security.md), its `sub` the user id;
- * without, `?user_id=` as given (development mode).
+ * user allow-list, ...) instead of replacing it: with Options::auth_secret (HS256) or
+ * Options::auth_public_key (RS256 or ES256, as the key's type says), a JWT from `?token=` or
+ * `Authorization: Bearer` whose `iss` and `aud` match Options::auth_issuer and
+ * Options::auth_audience when those are set (see docs/security.md), its `sub` the user id;
+ * without a secret or a key, `?user_id=` as given (development mode).
+ *
+ * The public key is parsed at its first use in the process (Options::validate() does that)
+ * and kept, not read per call.
+ *
+ * @throws std::invalid_argument if Options::auth_public_key does not load (validate() says
+ * so first).
  *
  * @par Thread Safety
  * Safe from any thread.

@@ -73,8 +73,19 @@ struct Options {
     /// Threads running the manager's own io_context (owning constructor only).
     std::size_t threads = 1;
 
-    /// HS256 secret for JWT authentication; empty means development mode (`?user_id=`).
+    /// HS256 secret for JWT authentication. Empty, with no auth_public_key either, means
+    /// development mode (`?user_id=`).
     std::string auth_secret{};
+    /// An identity provider's public key for JWT authentication: PEM text (anything that
+    /// contains `-----BEGIN`), else the path of a PEM file. A `PUBLIC KEY` or a
+    /// `CERTIFICATE`, RSA (2048 bits or more; tokens must then be RS256) or EC P-256 (ES256).
+    /// Loaded once per process (validate() fails if it does not load); see docs/security.md.
+    std::string auth_public_key{};
+    /// When set, a token's `iss` must equal it. Needs auth_secret or auth_public_key.
+    std::string auth_issuer{};
+    /// When set, a token's `aud` (a string, or an array of strings) must contain it. Needs
+    /// auth_secret or auth_public_key.
+    std::string auth_audience{};
     /// Accepted `Origin` header values; empty accepts any origin.
     std::vector<std::string> allowed_origins{};
     /// PEM files for config::tls.
@@ -113,7 +124,8 @@ struct Options {
      * `WEBSOCKET_MAX_CONNECTIONS_PER_USER`, `WEBSOCKET_MAX_PENDING_CONFIRMATIONS_PER_USER`,
      * `WEBSOCKET_MAX_PENDING_CONFIRMATIONS`, `WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT`,
      * `WEBSOCKET_MAX_HTTP_BODY_SIZE`, `WEBSOCKET_METRICS_PUBLIC`, `WEBSOCKET_SERVER_NAME`,
-     * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_ALLOWED_ORIGINS`
+     * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_AUTH_PUBLIC_KEY`,
+     * `WEBSOCKET_AUTH_ISSUER`, `WEBSOCKET_AUTH_AUDIENCE`, `WEBSOCKET_ALLOWED_ORIGINS`
      * (comma-separated), `WEBSOCKET_TLS_CERT`, `WEBSOCKET_TLS_KEY`, `WEBSOCKET_REDIS_URL`,
      * `WEBSOCKET_HTTP_ENDPOINTS`, `WEBSOCKET_METRICS_ADDRESS`, `WEBSOCKET_LOG_LEVEL`,
      * `WEBSOCKET_LOG_FORMAT` (`text`, the default, or `json` for JSON lines).

@@ -101,7 +101,9 @@ const serverOutput = [];
 function startServer() {
   const env = { ...process.env, WEBSOCKET_LOG_LEVEL: 'warning' };
   // Development identities (?user_id=) and any origin, whatever the caller's shell says.
-  for (const name of ['WEBSOCKET_AUTH_SECRET', 'WEBSOCKET_ALLOWED_ORIGINS', 'WEBSOCKET_HOST',
+  for (const name of ['WEBSOCKET_AUTH_SECRET', 'WEBSOCKET_AUTH_PUBLIC_KEY',
+                      'WEBSOCKET_AUTH_ISSUER', 'WEBSOCKET_AUTH_AUDIENCE',
+                      'WEBSOCKET_ALLOWED_ORIGINS', 'WEBSOCKET_HOST',
                       'WEBSOCKET_PORT', 'WEBSOCKET_TLS_CERT', 'WEBSOCKET_TLS_KEY']) {
     delete env[name];
   }

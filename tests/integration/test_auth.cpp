@@ -1,16 +1,22 @@
 // SPDX-License-Identifier: BSL-1.0
-// Handshake authentication over real sockets: JWT mode, development mode, a custom
-// Authenticator and the Origin allow-list. Most cases use a raw TCP client below that sends
-// an HTTP upgrade request with any headers (Authorization, Origin) and reads the status, the
-// refusal's body or, after a 101, the first frame; one uses the shared websocketpp WsClient.
-
-#include <catch2/catch.hpp>
+// Handshake authentication over real sockets: JWT mode (HS256 with a secret, RS256 with an
+// identity provider's public key made by the openssl command line for the run),
+// development mode, a custom Authenticator and the Origin allow-list. Most cases use a raw TCP
+// client below that sends an HTTP upgrade request with any headers (Authorization, Origin) and
+// reads the status, the refusal's body or, after a 101, the first frame; one uses the shared
+// websocketpp WsClient.
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include <optional>
-#include <system_error>
+#include <sstream>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <vector>
 
 #include <asio/connect.hpp>
@@ -20,7 +26,12 @@
 #include <asio/read_until.hpp>
 #include <asio/use_future.hpp>  // start_server/stop_server
 #include <asio/write.hpp>
+#include <catch2/catch.hpp>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <rapidjson/document.h>
+#include <unistd.h>
 
 #include <wsmanager/detail/jwt.hpp>
 #include <wsmanager/wsmanager.hpp>
@@ -49,6 +60,7 @@ std::string token_for(std::string const& sub, std::int64_t exp_from_now = 3600,
 /// What the server answered to an upgrade request.
 struct upgrade_reply {
     int status = 0;
+    std::string head;         ///< the status line and the headers
     std::string body;         ///< the body of a refusal (its reason)
     std::string first_frame;  ///< after a 101: the payload of the first text frame
 };
@@ -82,6 +94,7 @@ public:
         buffer_.erase(0, end);
         INFO(head);
         upgrade_reply reply;
+        reply.head = head;
         REQUIRE(head.rfind("HTTP/1.1 ", 0) == 0);
         reply.status = std::stoi(head.substr(9, 3));
         if (reply.status == 101) {
@@ -172,6 +185,100 @@ struct running_manager {
 wsmanager::Options options(std::string auth_secret) {
     auto options = wsmanager::test::test_options();  // 127.0.0.1, port 0, quiet
     options.auth_secret = std::move(auth_secret);
+    return options;
+}
+
+/// An identity provider's RSA key pair, made with the openssl command line in a folder of
+/// its own (removed at exit), as an operator would: genpkey, then pkey -pubout.
+class idp_rsa_key_files {
+public:
+    explicit idp_rsa_key_files(std::string const& name)
+        : dir_(std::filesystem::temp_directory_path() /
+               ("wsmanager-auth-test-" + std::to_string(::getpid()) + "-" + name)) {
+        std::filesystem::create_directories(dir_);
+        std::string const command =
+            "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out '" +
+            private_key().string() + "' >/dev/null 2>&1 && openssl pkey -in '" +
+            private_key().string() + "' -pubout -out '" + public_key().string() +
+            "' >/dev/null 2>&1";
+        ok_ = std::system(command.c_str()) == 0 && std::filesystem::exists(public_key());
+    }
+    idp_rsa_key_files(idp_rsa_key_files const&) = delete;
+    idp_rsa_key_files& operator=(idp_rsa_key_files const&) = delete;
+    ~idp_rsa_key_files() {
+        std::error_code ignored;
+        std::filesystem::remove_all(dir_, ignored);
+    }
+
+    bool ok() const { return ok_; }
+    std::filesystem::path private_key() const { return dir_ / "private.pem"; }
+    std::filesystem::path public_key() const { return dir_ / "public.pem"; }
+    std::string public_key_text() const {
+        std::ifstream file(public_key());
+        std::ostringstream text;
+        text << file.rdbuf();
+        return text.str();
+    }
+
+private:
+    std::filesystem::path dir_;
+    bool ok_ = false;
+};
+
+/// The identity provider's key pair, and another one (an impostor's), made once for the run.
+idp_rsa_key_files const& idp_key() {
+    static idp_rsa_key_files const files("idp");
+    return files;
+}
+idp_rsa_key_files const& impostor_key() {
+    static idp_rsa_key_files const files("impostor");
+    return files;
+}
+
+constexpr char const* idp_issuer = "https://idp.test/realms/app";
+constexpr char const* idp_audience = "wsmanager";
+
+/// An RS256 token for `claims_json`, signed as the identity provider does: EVP_DigestSign,
+/// SHA-256, PKCS#1 v1.5, with the private key read from `keys`' PEM file.
+std::string rs256_token(std::string const& claims_json, idp_rsa_key_files const& keys = idp_key()) {
+    using wsmanager::detail::base64url_encode;
+    std::unique_ptr<BIO, decltype(&BIO_free)> file(
+        BIO_new_file(keys.private_key().string().c_str(), "r"), &BIO_free);
+    REQUIRE(file);
+    std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+        PEM_read_bio_PrivateKey(file.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
+    REQUIRE(key);
+    std::string const input = base64url_encode(R"({"alg":"RS256","typ":"JWT","kid":"test"})") +
+                              "." + base64url_encode(claims_json);
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(),
+                                                                    &EVP_MD_CTX_free);
+    REQUIRE(context);
+    REQUIRE(EVP_DigestSignInit(context.get(), nullptr, EVP_sha256(), nullptr, key.get()) == 1);
+    auto const* data = reinterpret_cast<unsigned char const*>(input.data());
+    std::size_t length = 0;
+    REQUIRE(EVP_DigestSign(context.get(), nullptr, &length, data, input.size()) == 1);
+    std::string signature(length, '\0');
+    REQUIRE(EVP_DigestSign(context.get(), reinterpret_cast<unsigned char*>(signature.data()),
+                           &length, data, input.size()) == 1);
+    signature.resize(length);
+    return input + "." + base64url_encode(signature);
+}
+
+/// The claims an identity provider would put in a token for `sub`; `aud` is JSON (Keycloak
+/// sends an array).
+std::string idp_claims(std::string const& sub, std::int64_t exp_from_now = 3600,
+                       std::string const& iss = idp_issuer,
+                       std::string const& aud = R"(["account","wsmanager"])") {
+    return R"({"sub":")" + sub + R"(","iss":")" + iss + R"(","aud":)" + aud + R"(,"exp":)" +
+           std::to_string(unix_seconds() + exp_from_now) + "}";
+}
+
+/// Options of a server that trusts the identity provider's key (given as a file path).
+wsmanager::Options idp_options() {
+    auto options = wsmanager::test::test_options();
+    options.auth_public_key = idp_key().public_key().string();
+    options.auth_issuer = idp_issuer;
+    options.auth_audience = idp_audience;
     return options;
 }
 
@@ -296,4 +403,100 @@ TEST_CASE("the Origin allow-list refuses other origins with 403", "[integration]
     auto const ok = server.upgrade("/ws?user_id=alice", {"Origin: https://app.example"});
     REQUIRE(ok.status == 101);
     CHECK(connected_user(ok.first_frame) == "alice");
+}
+
+TEST_CASE("JWT mode with a public key: RS256 in ?token= and Authorization: Bearer",
+          "[integration][auth][jwt_key]") {
+    REQUIRE(idp_key().ok());
+    running_manager server(idp_options());
+
+    auto const query = server.upgrade("/ws?token=" + rs256_token(idp_claims("alice")));
+    INFO(query.body);
+    REQUIRE(query.status == 101);
+    CHECK(connected_user(query.first_frame) == "alice");
+
+    auto const bearer =
+        server.upgrade("/ws", {"Authorization: Bearer " + rs256_token(idp_claims("bob"))});
+    INFO(bearer.body);
+    REQUIRE(bearer.status == 101);
+    CHECK(connected_user(bearer.first_frame) == "bob");
+
+    // A plain string aud works as well as an array.
+    auto const single = server.upgrade(
+        "/ws?token=" + rs256_token(idp_claims("carol", 3600, idp_issuer, R"("wsmanager")")));
+    REQUIRE(single.status == 101);
+    CHECK(connected_user(single.first_frame) == "carol");
+
+    // The same with a real client library.
+    auto client = wsmanager::test::connect_client(server.manager.local_port(),
+                                                  "token=" + rs256_token(idp_claims("dave")));
+    REQUIRE(client.result);
+    REQUIRE(client.hello);
+    CHECK(wsmanager::test::string_member(*client.hello, "user_id") == "dave");
+}
+
+TEST_CASE("JWT mode with a public key: bad tokens get 401 with WWW-Authenticate: Bearer",
+          "[integration][auth][jwt_key]") {
+    REQUIRE(idp_key().ok());
+    REQUIRE(impostor_key().ok());
+    running_manager server(idp_options());
+    auto const refused = [&](std::string const& token, std::string const& reason) {
+        INFO(reason);
+        for (auto const& reply : {server.upgrade("/ws?token=" + token),
+                                  server.upgrade("/ws", {"Authorization: Bearer " + token})}) {
+            CHECK(reply.status == 401);
+            CHECK(reply.body == reason);
+            CHECK_THAT(reply.head,
+                       Catch::Contains("WWW-Authenticate: Bearer", Catch::CaseSensitive::No));
+        }
+    };
+    refused(rs256_token(idp_claims("alice"), impostor_key()), "Invalid token signature");
+    refused(rs256_token(idp_claims("alice", -3600)), "Token expired");
+    refused(rs256_token(idp_claims("alice", 3600, "https://evil.test")),
+            "Token issuer not accepted");
+    refused(rs256_token(idp_claims("alice", 3600, idp_issuer, R"(["account"])")),
+            "Token audience not accepted");
+    // HS256 signed with the public key as the secret: the server holds no secret, so HS256
+    // is not an algorithm it accepts.
+    refused(wsmanager::detail::sign_hs256_jwt(idp_claims("mallory"), idp_key().public_key_text()),
+            "Unsupported token algorithm: only RS256 is accepted");
+    refused("not-a-jwt", "Malformed token: expected three dot-separated parts");
+    CHECK(server.upgrade("/ws?user_id=mallory").body == "Missing token");
+}
+
+TEST_CASE("JWT mode with a secret and a public key accepts HS256 and RS256",
+          "[integration][auth][jwt_key]") {
+    REQUIRE(idp_key().ok());
+    auto opts = options(secret);
+    opts.auth_public_key = idp_key().public_key_text();  // PEM text this time, not a path
+    running_manager server(std::move(opts));
+
+    auto const hs256 = server.upgrade("/ws?token=" + token_for("alice"));
+    REQUIRE(hs256.status == 101);
+    CHECK(connected_user(hs256.first_frame) == "alice");
+    auto const rs256 = server.upgrade("/ws?token=" + rs256_token(idp_claims("bob")));
+    REQUIRE(rs256.status == 101);
+    CHECK(connected_user(rs256.first_frame) == "bob");
+    CHECK(server.upgrade("/ws?token=" + token_for("alice", 3600, "wrong")).status == 401);
+    CHECK(server.upgrade("/ws?token=" + rs256_token(idp_claims("bob"), impostor_key())).status ==
+          401);
+}
+
+TEST_CASE("default_authenticate in a host's Authenticator uses the public key too",
+          "[integration][auth][jwt_key]") {
+    REQUIRE(idp_key().ok());
+    auto const opts = idp_options();
+    running_manager server(opts, [opts](wsmanager::HandshakeRequest const& request) {
+        auto verdict = wsmanager::default_authenticate(request, opts);
+        if (verdict.accepted && verdict.user_id == "mallory") {
+            return wsmanager::AuthResult::reject("User not allowed", 403);
+        }
+        return verdict;
+    });
+    auto const alice = server.upgrade("/ws?token=" + rs256_token(idp_claims("alice")));
+    REQUIRE(alice.status == 101);
+    CHECK(connected_user(alice.first_frame) == "alice");
+    CHECK(server.upgrade("/ws?token=" + rs256_token(idp_claims("mallory"))).status == 403);
+    CHECK(server.upgrade("/ws?token=" + rs256_token(idp_claims("alice"), impostor_key())).body ==
+          "Invalid token signature");
 }

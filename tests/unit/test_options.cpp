@@ -28,8 +28,17 @@ std::vector<std::string> const all_variables = {
     "WEBSOCKET_ALLOWED_ORIGINS", "WEBSOCKET_TLS_CERT",     "WEBSOCKET_TLS_KEY",
     "WEBSOCKET_REDIS_URL",      "WEBSOCKET_LOG_LEVEL",     "WEBSOCKET_RESOLVE_ON_DISCONNECT",
     "WEBSOCKET_DISCONNECT_GRACE", "WEBSOCKET_MAX_FRAMES_PER_SECOND", "WEBSOCKET_HTTP_ENDPOINTS",
-    "WEBSOCKET_METRICS_ADDRESS", "WEBSOCKET_LOG_FORMAT",
+    "WEBSOCKET_METRICS_ADDRESS", "WEBSOCKET_LOG_FORMAT", "WEBSOCKET_AUTH_PUBLIC_KEY",
+    "WEBSOCKET_AUTH_ISSUER",    "WEBSOCKET_AUTH_AUDIENCE",
 };
+
+/// A P-256 public key (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 |
+/// openssl pkey -pubout), whose private half was thrown away.
+constexpr char const* options_test_public_key =
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEbXOGpRhsYzFlp4eL4KEErBgWN86x\n"
+    "/gpdg0SuIbm3z/f0XEel2SRKQ0fVPA5v2RqHYg0Tw8A2GtdDI0nPvh3XqA==\n"
+    "-----END PUBLIC KEY-----\n";
 
 /// Clears every WEBSOCKET_* variable for the test's duration and restores them after.
 class CleanEnvironment {
@@ -88,6 +97,9 @@ TEST_CASE("Options defaults are the original component's", "[options]") {
     CHECK(options.callback_timeout == 300s);
     CHECK(options.proceed_on_timeout);
     CHECK(options.auth_secret.empty());
+    CHECK(options.auth_public_key.empty());
+    CHECK(options.auth_issuer.empty());
+    CHECK(options.auth_audience.empty());
     CHECK(options.allowed_origins.empty());
     CHECK(options.threads == 1);
     CHECK_NOTHROW(options.validate());
@@ -124,6 +136,13 @@ TEST_CASE("Options::validate names the setting that makes no sense", "[options]"
         {"tls_key", [](Options& o) { o.tls_key = "key.pem"; }},
         {"disconnect_grace", [](Options& o) { o.disconnect_grace = -1ms; }},
         {"metrics_address", [](Options& o) { o.metrics_address = "no-port"; }},
+        {"auth_public_key", [](Options& o) { o.auth_public_key = "/nonexistent/key.pem"; }},
+        {"auth_public_key",
+         [](Options& o) {
+             o.auth_public_key = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+         }},
+        {"auth_issuer", [](Options& o) { o.auth_issuer = "https://idp.example"; }},
+        {"auth_audience", [](Options& o) { o.auth_audience = "wsmanager"; }},
     };
     for (auto const& c : cases) {
         INFO("setting: " << c.setting);
@@ -148,6 +167,28 @@ TEST_CASE("Options::validate accepts the edge values", "[options]") {
     options.max_frames_per_second = 0;  // no limit
     options.metrics_address = "[::1]:9100";
     CHECK_NOTHROW(options.validate());
+}
+
+TEST_CASE("Options::validate loads auth_public_key; iss and aud need a way to verify",
+          "[options]") {
+    Options options;
+    options.auth_public_key = options_test_public_key;
+    CHECK_NOTHROW(options.validate());
+    options.auth_issuer = "https://idp.example";
+    options.auth_audience = "wsmanager";
+    CHECK_NOTHROW(options.validate());
+    options.auth_public_key.clear();
+    options.auth_secret = "s3cret";
+    CHECK_NOTHROW(options.validate());
+
+    // The refusal names the setting, never the key it was given.
+    Options bad;
+    bad.auth_public_key = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0D\n"
+                          "-----END PUBLIC KEY-----\n";
+    auto const error = validate_error(bad);
+    REQUIRE(error.has_value());
+    CHECK_THAT(*error, Catch::StartsWith("wsmanager::Options: auth_public_key "));
+    CHECK_THAT(*error, !Catch::Contains("MFkwEwYHKoZIzj0CAQYIKoZIzj0D"));
 }
 
 TEST_CASE("Options::from_env with no variable set gives the defaults", "[options][env]") {
@@ -199,6 +240,9 @@ TEST_CASE("Options::from_env reads every variable", "[options][env]") {
     env.set("WEBSOCKET_HTTP_ENDPOINTS", "off");
     env.set("WEBSOCKET_METRICS_ADDRESS", "127.0.0.1:9100");
     env.set("WEBSOCKET_LOG_FORMAT", "json");
+    env.set("WEBSOCKET_AUTH_PUBLIC_KEY", options_test_public_key);
+    env.set("WEBSOCKET_AUTH_ISSUER", "https://idp.example/realms/app");
+    env.set("WEBSOCKET_AUTH_AUDIENCE", "wsmanager");
 
     auto const options = Options::from_env();
     CHECK(options.host == "127.0.0.1");
@@ -223,7 +267,27 @@ TEST_CASE("Options::from_env reads every variable", "[options][env]") {
     CHECK(options.max_frames_per_second == 50);
     CHECK_FALSE(options.http_endpoints);
     CHECK(options.metrics_address == "127.0.0.1:9100");
+    CHECK(options.auth_public_key == options_test_public_key);
+    CHECK(options.auth_issuer == "https://idp.example/realms/app");
+    CHECK(options.auth_audience == "wsmanager");
     CHECK(static_cast<bool>(options.log_sink));
+}
+
+TEST_CASE("Options::from_env names WEBSOCKET_AUTH_PUBLIC_KEY, without echoing a PEM",
+          "[options][env]") {
+    CleanEnvironment env;
+    std::string const broken = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0D\n"
+                               "-----END PUBLIC KEY-----\n";
+    for (auto const& value : {broken, std::string("/nonexistent/wsmanager/key.pem")}) {
+        INFO("WEBSOCKET_AUTH_PUBLIC_KEY=" << value);
+        env.set("WEBSOCKET_AUTH_PUBLIC_KEY", value);
+        auto const error = from_env_error();
+        REQUIRE(error.has_value());
+        CHECK_THAT(*error, Catch::StartsWith("WEBSOCKET_AUTH_PUBLIC_KEY: auth_public_key "));
+        CHECK_THAT(*error, !Catch::Contains("MFkwEwYHKoZIzj0CAQYIKoZIzj0D"));
+    }
+    env.set("WEBSOCKET_AUTH_PUBLIC_KEY", "");  // empty: no key
+    CHECK(Options::from_env().auth_public_key.empty());
 }
 
 TEST_CASE("Options::from_env duration syntax", "[options][env]") {
@@ -359,6 +423,8 @@ TEST_CASE("Options::from_env names the variable of an out-of-range value", "[opt
         {{"WEBSOCKET_MAX_MESSAGE_SIZE", "10"}},
         {{"WEBSOCKET_MAX_SEND_BUFFER", "100"}},
         {{"WEBSOCKET_TLS_CERT", "/etc/cert.pem"}},
+        {{"WEBSOCKET_AUTH_ISSUER", "https://idp.example"}},  // nothing verifies tokens
+        {{"WEBSOCKET_AUTH_AUDIENCE", "wsmanager"}},
     };
     for (auto const& variables : cases) {
         CleanEnvironment env;

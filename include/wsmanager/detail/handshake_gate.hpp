@@ -3,7 +3,8 @@
 
 // Admission before the upgrade: the WebSocket version (RFC 6455 only), the Origin
 // allow-list, the query string, the identity (development `?user_id=`, a JWT, or the host's
-// Authenticator) and its validity. It answers with the user id to admit, or the HTTP refusal; refusals are counted and
+// Authenticator) and its validity. It answers with the user id to admit, or the HTTP
+// refusal; refusals are counted and
 // logged here. The transport turns a websocketpp request into a handshake_attempt and
 // applies the answer.
 //
@@ -16,12 +17,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include <wsmanager/detail/host_hooks.hpp>
+#include <wsmanager/detail/jwt_key.hpp>
 #include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/detail/uri.hpp>
 #include <wsmanager/detail/utf8.hpp>
@@ -49,9 +52,16 @@ struct admission {
 
 class handshake_gate {
 public:
+    /// @throws std::invalid_argument if options.auth_public_key does not load.
     handshake_gate(Options const& options, host_hooks& hooks, manager_counters& counters,
                    logger const& log)
-        : options_(options), hooks_(hooks), counters_(counters), log_(log) {}
+        : options_(options),
+          hooks_(hooks),
+          counters_(counters),
+          log_(log),
+          token_key_(options.auth_public_key.empty()
+                         ? std::nullopt
+                         : std::optional(shared_jwt_key(options.auth_public_key))) {}
 
     /// Replaces the default identity check; any thread, also while handshakes run (the next
     /// handshake uses the new one).
@@ -109,7 +119,8 @@ public:
                 verdict = AuthResult::reject("Authentication failed", 500);
             }
         } else {
-            verdict = default_authenticate(request, options_);
+            verdict = authenticate_by_default(request, options_,
+                                              token_key_ ? &*token_key_ : nullptr);
         }
         if (!verdict.accepted) return refuse(attempt, verdict, reject_reason::auth);
         if (!is_valid_utf8(verdict.user_id)) {
@@ -149,6 +160,8 @@ private:
     logger const& log_;
     mutable std::mutex authenticator_mutex_;
     std::shared_ptr<Authenticator const> authenticator_;  ///< guarded by authenticator_mutex_
+    // Loaded once, when the gate is built: no handshake parses the PEM.
+    std::optional<jwt_key> const token_key_;
 };
 
 }  // namespace wsmanager::detail

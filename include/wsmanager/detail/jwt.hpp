@@ -1,23 +1,32 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
-// HS256 JSON Web Tokens (RFC 7519 / RFC 7515), just enough for the default Authenticator:
-// base64url, verification of a compact HS256 token against a shared secret, and signing (for
-// tests and hosts' development tooling).
+// JSON Web Tokens (RFC 7519 / RFC 7515), just enough for the default Authenticator:
+// base64url, verification of a compact token signed with HS256 (a shared secret) or with
+// RS256 / ES256 (an identity provider's public key, detail/jwt_key.hpp), and HS256 signing
+// (for tests and hosts' development tooling).
 //
-// Verification rules, in order:
+// Verification rules, in order; the three algorithms share all of them but the signature:
 //  - exactly three dot-separated parts, each base64url (padding optional);
-//  - the header is a JSON object whose "alg" is exactly "HS256" ("none", "HS512", "RS256"...
-//    are refused, so an attacker cannot choose the algorithm), with no "crit" parameter;
-//  - the signature is HMAC-SHA256(secret, header_b64 "." payload_b64), compared in constant
-//    time; the payload is only parsed once the signature is good;
-//  - the payload is a JSON object; "sub" is a non-empty string (the user id);
+//  - the header is a JSON object with no "crit" parameter, whose "alg" is one the server
+//    chose: "HS256" when a secret is configured, and the key's own algorithm ("RS256" for
+//    an RSA key, "ES256" for a P-256 key) when a key is. Anything else ("none", "HS512",
+//    "RS384", "HS256" without a secret, "RS256" with an EC key...) is refused, so the token
+//    cannot choose how it is checked: in particular an HS256 token is never checked with the
+//    public key as its HMAC secret;
+//  - the signature: HMAC-SHA256(secret, header_b64 "." payload_b64) compared in constant
+//    time, or the key's RS256 / ES256 signature checked by OpenSSL; the payload is only
+//    parsed once the signature is good;
+//  - the payload is a JSON object;
 //  - "exp", when present, is a number and the token is refused once now >= exp + skew;
 //    "nbf", when present, is a number and the token is refused while now < nbf - skew, where
 //    skew is jwt_clock_skew_seconds (30 s) to tolerate clocks that differ a little;
+//  - with a required issuer, "iss" is a string equal to it; with a required audience, "aud"
+//    is a string equal to it or an array of strings that contains it;
+//  - "sub" is a non-empty string (the user id);
 //  - a claim or header parameter named twice is refused (parsers disagree on which wins).
-// Other claims (iat, iss, aud, ...) are not checked; a host that needs them installs its own
-// Authenticator.
+// Other claims (iat, jti, ...) and header parameters (kid, typ, ...) are not checked; a host
+// that needs them installs its own Authenticator.
 
 #include <algorithm>
 #include <array>
@@ -35,6 +44,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <rapidjson/document.h>
+
+#include <wsmanager/detail/jwt_key.hpp>
 
 namespace wsmanager::detail {
 
@@ -118,7 +129,7 @@ inline std::optional<hmac_sha256_digest> hmac_sha256(std::string_view key, std::
     return digest;
 }
 
-/// The outcome of verify_hs256_jwt: the subject, or why the token was refused.
+/// The outcome of verify_jwt: the subject, or why the token was refused.
 struct jwt_verification {
     bool valid = false;
     std::string subject;  ///< valid: the "sub" claim, i.e. the user id
@@ -161,13 +172,58 @@ inline bool has_duplicate_names(rapidjson::Value const& object) {
 
 }  // namespace jwt_impl
 
+/// What verify_jwt accepts. The views must outlive the call.
+struct jwt_requirements {
+    std::string_view secret{};     ///< non-empty: HS256 tokens are checked with it
+    jwt_key const* key = nullptr;  ///< set: tokens of the key's algorithm are checked with it
+    std::string_view issuer{};     ///< non-empty: "iss" must equal it
+    std::string_view audience{};   ///< non-empty: "aud" must be or contain it
+};
+
+namespace jwt_impl {
+
+inline std::string_view string_of(rapidjson::Value const& value) {
+    return {value.GetString(), value.GetStringLength()};
+}
+
+/// The refusal of an "alg" the requirements do not allow; names what is allowed, never
+/// what the token said.
+inline std::string unsupported_algorithm(jwt_requirements const& requirements) {
+    std::string allowed;
+    if (!requirements.secret.empty()) allowed = "HS256";
+    if (requirements.key != nullptr) {
+        if (!allowed.empty()) allowed += " and ";
+        allowed += requirements.key->algorithm_name();
+    }
+    bool const both = !requirements.secret.empty() && requirements.key != nullptr;
+    return "Unsupported token algorithm: only " + allowed + (both ? " are" : " is") + " accepted";
+}
+
+/// "aud" (RFC 7519 section 4.1.3: one string, or an array of strings) names `audience`.
+inline bool audience_contains(rapidjson::Value const& aud, std::string_view audience) {
+    if (aud.IsString()) return string_of(aud) == audience;
+    if (!aud.IsArray()) return false;
+    bool found = false;
+    for (auto const& entry : aud.GetArray()) {
+        if (!entry.IsString()) return false;  // a malformed claim is not half-trusted
+        found = found || string_of(entry) == audience;
+    }
+    return found;
+}
+
+}  // namespace jwt_impl
+
 /**
- * Verifies a compact HS256 JWT (see the rules at the top of this file) at time
- * `now_unix_seconds`. Never throws for any input other than std::bad_alloc.
+ * Verifies a compact JWT (see the rules at the top of this file) at time `now_unix_seconds`
+ * against `requirements`. Never throws for any input other than std::bad_alloc.
+ * @par Thread Safety
+ * Safe to call concurrently, with the same key too.
  */
-inline jwt_verification verify_hs256_jwt(std::string_view token, std::string_view secret,
-                                         std::int64_t now_unix_seconds) {
-    if (secret.empty()) return jwt_verification::reject("No token secret configured");
+inline jwt_verification verify_jwt(std::string_view token, jwt_requirements const& requirements,
+                                   std::int64_t now_unix_seconds) {
+    if (requirements.secret.empty() && requirements.key == nullptr) {
+        return jwt_verification::reject("No token secret or key configured");
+    }
     if (token.empty()) return jwt_verification::reject("Empty token");
 
     auto const first_dot = token.find('.');
@@ -192,10 +248,14 @@ inline jwt_verification verify_hs256_jwt(std::string_view token, std::string_vie
     if (jwt_impl::has_duplicate_names(header)) {
         return jwt_verification::reject("Malformed token: duplicate header parameter");
     }
-    auto const* alg = jwt_impl::member(header, "alg");
-    if (alg == nullptr || !alg->IsString() ||
-        std::string_view(alg->GetString(), alg->GetStringLength()) != "HS256") {
-        return jwt_verification::reject("Unsupported token algorithm: only HS256 is accepted");
+    // The algorithm follows from what the server holds; the token's "alg" only has to agree.
+    auto const* alg_value = jwt_impl::member(header, "alg");
+    auto const alg = alg_value != nullptr && alg_value->IsString() ? jwt_impl::string_of(*alg_value)
+                                                                   : std::string_view{};
+    bool const with_secret = !requirements.secret.empty() && alg == "HS256";
+    bool const with_key = requirements.key != nullptr && alg == requirements.key->algorithm_name();
+    if (!with_secret && !with_key) {
+        return jwt_verification::reject(jwt_impl::unsupported_algorithm(requirements));
     }
     if (jwt_impl::member(header, "crit") != nullptr) {
         return jwt_verification::reject("Unsupported critical token header parameters");
@@ -205,10 +265,14 @@ inline jwt_verification verify_hs256_jwt(std::string_view token, std::string_vie
     if (!signature) {
         return jwt_verification::reject("Malformed token: signature is not base64url");
     }
-    auto const expected = hmac_sha256(secret, signing_input);
-    if (!expected) return jwt_verification::reject("Token signature could not be computed");
-    if (signature->size() != expected->size() ||
-        CRYPTO_memcmp(signature->data(), expected->data(), expected->size()) != 0) {
+    if (with_secret) {
+        auto const expected = hmac_sha256(requirements.secret, signing_input);
+        if (!expected) return jwt_verification::reject("Token signature could not be computed");
+        if (signature->size() != expected->size() ||
+            CRYPTO_memcmp(signature->data(), expected->data(), expected->size()) != 0) {
+            return jwt_verification::reject("Invalid token signature");
+        }
+    } else if (!requirements.key->verify(signing_input, *signature)) {
         return jwt_verification::reject("Invalid token signature");
     }
 
@@ -234,12 +298,35 @@ inline jwt_verification verify_hs256_jwt(std::string_view token, std::string_vie
         if (!nbf->IsNumber()) return jwt_verification::reject("Token nbf claim is not a number");
         if (now + skew < nbf->GetDouble()) return jwt_verification::reject("Token not yet valid");
     }
+    if (!requirements.issuer.empty()) {
+        auto const* iss = jwt_impl::member(payload, "iss");
+        if (iss == nullptr || !iss->IsString() ||
+            jwt_impl::string_of(*iss) != requirements.issuer) {
+            return jwt_verification::reject("Token issuer not accepted");
+        }
+    }
+    if (!requirements.audience.empty()) {
+        auto const* aud = jwt_impl::member(payload, "aud");
+        if (aud == nullptr || !jwt_impl::audience_contains(*aud, requirements.audience)) {
+            return jwt_verification::reject("Token audience not accepted");
+        }
+    }
     auto const* sub = jwt_impl::member(payload, "sub");
     if (sub == nullptr) return jwt_verification::reject("Token has no sub claim");
     if (!sub->IsString() || sub->GetStringLength() == 0) {
         return jwt_verification::reject("Token sub claim is not a non-empty string");
     }
-    return jwt_verification::accept(std::string(sub->GetString(), sub->GetStringLength()));
+    return jwt_verification::accept(std::string(jwt_impl::string_of(*sub)));
+}
+
+/**
+ * Verifies a compact HS256 JWT with `secret` only (verify_jwt with just a secret): the
+ * rules at the top of this file without iss or aud checks.
+ */
+inline jwt_verification verify_hs256_jwt(std::string_view token, std::string_view secret,
+                                         std::int64_t now_unix_seconds) {
+    if (secret.empty()) return jwt_verification::reject("No token secret configured");
+    return verify_jwt(token, jwt_requirements{.secret = secret}, now_unix_seconds);
 }
 
 /// The header sign_hs256_jwt uses by default.

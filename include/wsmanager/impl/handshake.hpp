@@ -30,20 +30,38 @@ inline std::string_view bearer_token(std::string_view authorization) {
 }
 }  // namespace detail
 
-inline AuthResult default_authenticate(HandshakeRequest const& request, Options const& options) {
-    if (options.auth_secret.empty()) {  // development mode: trust ?user_id=
-        return AuthResult::accept(request.query_param("user_id"));
+namespace detail {
+/// default_authenticate with the public key, if Options::auth_public_key is set, already at
+/// hand (the handshake gate holds it; nullptr otherwise).
+inline AuthResult authenticate_by_default(HandshakeRequest const& request, Options const& options,
+                                          jwt_key const* key) {
+    if (options.auth_secret.empty() && options.auth_public_key.empty()) {
+        return AuthResult::accept(request.query_param("user_id"));  // development mode
     }
     // JWT mode: ?token= first, else "Authorization: Bearer <token>". ?user_id= is ignored.
     std::string_view token = request.query_param("token");
-    if (token.empty()) token = detail::bearer_token(request.header("authorization"));
+    if (token.empty()) token = bearer_token(request.header("authorization"));
     if (token.empty()) return AuthResult::reject("Missing token");
     auto const now = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
-    auto verdict = detail::verify_hs256_jwt(token, options.auth_secret, now);
+    auto verdict = verify_jwt(token,
+                              jwt_requirements{.secret = options.auth_secret,
+                                               .key = key,
+                                               .issuer = options.auth_issuer,
+                                               .audience = options.auth_audience},
+                              now);
     if (!verdict) return AuthResult::reject(std::move(verdict.error));
     return AuthResult::accept(std::move(verdict.subject));
+}
+}  // namespace detail
+
+inline AuthResult default_authenticate(HandshakeRequest const& request, Options const& options) {
+    if (options.auth_public_key.empty()) {
+        return detail::authenticate_by_default(request, options, nullptr);
+    }
+    auto const key = detail::shared_jwt_key(options.auth_public_key);  // parsed once a process
+    return detail::authenticate_by_default(request, options, &key);
 }
 
 }  // namespace wsmanager

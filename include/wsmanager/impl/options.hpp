@@ -12,6 +12,7 @@
 #include <string_view>
 #include <utility>
 
+#include <wsmanager/detail/jwt_key.hpp>
 #include <wsmanager/detail/utf8.hpp>
 
 namespace wsmanager {
@@ -190,6 +191,11 @@ inline Options Options::from_env() {
         if (options.threads == 0) bad_env("WEBSOCKET_THREADS", *v, "at least 1");
     }
     if (auto v = env_value("WEBSOCKET_AUTH_SECRET")) options.auth_secret = *v;
+    // Not echoed on error like the others (bad_env): it may be a whole PEM. validate() below
+    // loads the key and its message is turned into one naming WEBSOCKET_AUTH_PUBLIC_KEY.
+    if (auto v = env_value("WEBSOCKET_AUTH_PUBLIC_KEY")) options.auth_public_key = *v;
+    if (auto v = env_value("WEBSOCKET_AUTH_ISSUER")) options.auth_issuer = *v;
+    if (auto v = env_value("WEBSOCKET_AUTH_AUDIENCE")) options.auth_audience = *v;
     if (auto v = env_value("WEBSOCKET_ALLOWED_ORIGINS")) options.allowed_origins = split_list(*v);
     if (auto v = env_value("WEBSOCKET_TLS_CERT")) options.tls_cert = *v;
     if (auto v = env_value("WEBSOCKET_TLS_KEY")) options.tls_key = *v;
@@ -267,6 +273,21 @@ inline void Options::validate() const {
         fail("metrics_address must be host:port");
     }
     if (tls_cert.empty() != tls_key.empty()) fail("tls_cert and tls_key go together");
+    if (!auth_public_key.empty()) {
+        try {
+            (void)detail::shared_jwt_key(auth_public_key);  // loaded here, kept for the gate
+        } catch (std::invalid_argument const& e) {
+            fail("auth_public_key " + std::string(e.what()));
+        }
+    }
+    // Without a secret or a key nothing is verified: an issuer or audience would be ignored.
+    bool const verifies_tokens = !auth_secret.empty() || !auth_public_key.empty();
+    if (!auth_issuer.empty() && !verifies_tokens) {
+        fail("auth_issuer needs auth_secret or auth_public_key");
+    }
+    if (!auth_audience.empty() && !verifies_tokens) {
+        fail("auth_audience needs auth_secret or auth_public_key");
+    }
 }
 
 }  // namespace wsmanager

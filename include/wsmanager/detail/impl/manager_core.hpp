@@ -47,9 +47,11 @@ inline std::error_code manager_core::start_listening() {
     counters_->started_at_ms.store(manager_counters::steady_ms(), std::memory_order_relaxed);
     counters_->running.store(true, std::memory_order_relaxed);
     phase_ = phase::running;
-    if (options_.auth_secret.empty() && !gate_.has_authenticator()) {
+    if (options_.auth_secret.empty() && options_.auth_public_key.empty() &&
+        !gate_.has_authenticator()) {
         logger_->write(LogLevel::warning, "development_mode",
-                       "no auth secret: ?user_id= is trusted as the user's identity");
+                       "no auth secret or public key: ?user_id= is trusted as the user's "
+                       "identity");
     }
     if (!options_.redis_url.empty()) {
         logger_->write(LogLevel::warning, "redis_url_unused",
