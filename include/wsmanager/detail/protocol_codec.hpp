@@ -21,6 +21,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <wsmanager/detail/json_checks.hpp>
 #include <wsmanager/detail/utf8.hpp>
 #include <wsmanager/message.hpp>
 #include <wsmanager/models.hpp>
@@ -276,27 +277,9 @@ struct FrameProblem {
     std::string message;
 };
 
-/// True when every string (keys included) in a parsed value is UTF-8; iterative.
-inline bool strings_are_utf8(rapidjson::Value const& root) {
-    std::vector<rapidjson::Value const*> pending{&root};
-    while (!pending.empty()) {
-        auto const* value = pending.back();
-        pending.pop_back();
-        if (value->IsString()) {
-            if (!is_valid_utf8({value->GetString(), value->GetStringLength()})) {
-                return false;
-            }
-        } else if (value->IsArray()) {
-            for (auto const& item : value->GetArray()) pending.push_back(&item);
-        } else if (value->IsObject()) {
-            for (auto const& member : value->GetObject()) {
-                pending.push_back(&member.name);
-                pending.push_back(&member.value);
-            }
-        }
-    }
-    return true;
-}
+/// True when every string (keys included) in a parsed value is UTF-8 and every number
+/// finite (see detail/json_checks.hpp).
+inline bool strings_are_utf8(rapidjson::Value const& root) { return json_is_writable(root); }
 
 /**
  * Parses a client text frame: a JSON object with a string `action`.
@@ -309,10 +292,15 @@ inline std::optional<FrameProblem> parse_client_frame(std::string_view text, Cli
     if (out.document.HasParseError() || text.find('\0') != std::string_view::npos) {
         return FrameProblem{ErrorCode::invalid_json, "Invalid JSON format"};
     }
-    // An escape can spell a lone surrogate ("\udc00"), which RapidJSON decodes to bytes
-    // that are not UTF-8; echoing them would make the client fail the connection.
-    if (!strings_are_utf8(out.document)) {
-        return FrameProblem{ErrorCode::bad_request, "Invalid Unicode escape (lone surrogate)"};
+    // Parts of a frame are echoed (request_id, timestamp, host actions' replies): each must
+    // be writable back to the client.
+    switch (find_json_flaw(out.document)) {
+        case json_flaw::invalid_string:
+            return FrameProblem{ErrorCode::bad_request,
+                                "Invalid Unicode escape (lone surrogate)"};
+        case json_flaw::infinite_number:
+            return FrameProblem{ErrorCode::bad_request, "Number out of range"};
+        case json_flaw::none: break;
     }
     if (!out.document.IsObject()) {
         return FrameProblem{ErrorCode::bad_request, "A frame must be a JSON object"};
