@@ -145,7 +145,9 @@ namespace jwt_impl {
 
 /// Parses a JSON object (UTF-8 validated); false on anything else.
 inline bool parse_object(std::string const& text, rapidjson::Document& document) {
-    document.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
+    // Iterative: the header and payload come from the client, before any signature check.
+    document.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag>(
+        text.data(), text.size());
     return !document.HasParseError() && document.IsObject();
 }
 

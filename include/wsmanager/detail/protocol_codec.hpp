@@ -402,8 +402,11 @@ inline std::optional<Message> with_ack_request(Message const& message, std::stri
         return std::nullopt;
     }
     auto& allocator = document.GetAllocator();
-    document.RemoveMember("message_id");
-    document.RemoveMember("requires_ack");
+    // Every copy: a client that reads the first of two duplicates must see ours.
+    while (document.RemoveMember("message_id")) {
+    }
+    while (document.RemoveMember("requires_ack")) {
+    }
     document.AddMember("message_id",
                        rapidjson::Value(message_id.data(),
                                         static_cast<rapidjson::SizeType>(message_id.size()),
