@@ -15,6 +15,7 @@
 #include <websocketpp/logger/levels.hpp>
 
 #include <wsmanager/detail/session.hpp>
+#include <wsmanager/detail/websocketpp_socket_writer.hpp>
 #include <wsmanager/log.hpp>
 
 namespace wsmanager {
@@ -151,7 +152,9 @@ struct plain : websocketpp::config::asio {
         using response_type = type::response_type;
         using socket_type = websocketpp::transport::asio::basic_socket::endpoint;
     };
-    using transport_type = websocketpp::transport::asio::endpoint<transport_config>;
+    /// websocketpp's asio transport, but every write of a connection goes through one
+    /// ordered path (detail/websocketpp_socket_writer.hpp).
+    using transport_type = detail::owned_write_endpoint<transport_config>;
 };
 
 }  // namespace config

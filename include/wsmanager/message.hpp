@@ -7,47 +7,55 @@
 #include <string_view>
 
 #include <rapidjson/document.h>
-#include <websocketpp/frame.hpp>
-#include <websocketpp/message_buffer/alloc.hpp>
-#include <websocketpp/message_buffer/message.hpp>
 
 namespace wsmanager {
 
 namespace detail {
-/// websocketpp's message type for every asio config; a prepared one is written as it is.
-using frame_message =
-    websocketpp::message_buffer::message<websocketpp::message_buffer::alloc::con_msg_manager>;
-using frame_ptr = std::shared_ptr<frame_message>;
+/**
+ * A text message framed once (RFC 6455 section 5.2): the header of an unmasked, final text
+ * frame and the payload, in one buffer. Server frames are never masked, so one frame serves
+ * every connection, and one gather-write entry carries a whole frame.
+ */
+class text_frame {
+public:
+    explicit text_frame(std::string_view payload) {
+        std::uint64_t const length = payload.size();
+        char header[10];
+        std::size_t size = 0;
+        header[size++] = static_cast<char>(0x81);  // FIN, opcode 1 (text)
+        int length_bytes = 0;
+        if (length < 126) {
+            header[size++] = static_cast<char>(length);
+        } else if (length <= 0xFFFF) {
+            header[size++] = static_cast<char>(126);
+            length_bytes = 2;
+        } else {
+            header[size++] = static_cast<char>(127);
+            length_bytes = 8;
+        }
+        for (int i = length_bytes - 1; i >= 0; --i) {
+            header[size++] = static_cast<char>((length >> (8 * i)) & 0xFF);  // network order
+        }
+        wire_.reserve(size + payload.size());
+        wire_.append(header, size).append(payload);
+        header_size_ = static_cast<std::uint8_t>(size);
+    }
 
-/// Frames a text payload once: an unmasked, final text frame (server frames are never masked,
-/// so one frame serves every connection). The header is RFC 6455 section 5.2: FIN + opcode,
-/// then the length in 7 bits, or 126 + 16 bits, or 127 + 64 bits, network byte order.
-inline frame_ptr make_text_frame(std::string payload) {
-    auto frame = std::make_shared<frame_message>(
-        frame_message::con_msg_man_ptr{}, websocketpp::frame::opcode::text, 0);
-    std::uint64_t const length = payload.size();
-    std::string header;
-    header.reserve(10);
-    header.push_back(static_cast<char>(0x80 | websocketpp::frame::opcode::text));
-    int length_bytes = 0;
-    if (length < 126) {
-        header.push_back(static_cast<char>(length));
-    } else if (length <= 0xFFFF) {
-        header.push_back(static_cast<char>(126));
-        length_bytes = 2;
-    } else {
-        header.push_back(static_cast<char>(127));
-        length_bytes = 8;
-    }
-    for (int i = length_bytes - 1; i >= 0; --i) {
-        header.push_back(static_cast<char>((length >> (8 * i)) & 0xFF));
-    }
-    frame->set_header(header);
-    frame->get_raw_payload() = std::move(payload);
-    frame->set_prepared(true);
-    return frame;
+    /// Header and payload, as they go on the wire.
+    std::string_view wire() const noexcept { return wire_; }
+    std::string_view header() const noexcept { return std::string_view(wire_).substr(0, header_size_); }
+    std::string_view payload() const noexcept { return std::string_view(wire_).substr(header_size_); }
+
+private:
+    std::string wire_;
+    std::uint8_t header_size_ = 0;
+};
+
+using frame_ptr = std::shared_ptr<text_frame const>;
+
+inline frame_ptr make_text_frame(std::string_view payload) {
+    return std::make_shared<text_frame const>(payload);
 }
-
 }  // namespace detail
 
 class Message;
@@ -77,13 +85,13 @@ public:
     static Message from_json(std::string_view json_text);
 
     /// Wraps text the caller guarantees is valid JSON (e.g. produced by a JSON writer).
-    static Message from_trusted_json(std::string json_text) {
-        return Message(detail::make_text_frame(std::move(json_text)));
+    static Message from_trusted_json(std::string_view json_text) {
+        return Message(detail::make_text_frame(json_text));
     }
 
     /// The JSON text, as sent.
-    std::string_view text() const noexcept { return frame_->get_payload(); }
-    std::size_t size() const noexcept { return frame_->get_payload().size(); }
+    std::string_view text() const noexcept { return frame_->payload(); }
+    std::size_t size() const noexcept { return frame_->payload().size(); }
 
 private:
     friend detail::frame_ptr const& detail::frame_of(Message const& message) noexcept;

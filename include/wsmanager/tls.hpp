@@ -75,7 +75,9 @@ struct tls : websocketpp::config::asio_tls {
         /// stop_server would take this long.
         static long const timeout_socket_shutdown = 1000;
     };
-    using transport_type = websocketpp::transport::asio::endpoint<transport_config>;
+    /// websocketpp's asio transport, but every write of a connection goes through one
+    /// ordered path (detail/websocketpp_socket_writer.hpp).
+    using transport_type = detail::owned_write_endpoint<transport_config>;
 
     /// The server's TLS context, shared by every connection; called once per start_server.
     /// On failure sets `ec` and returns null.

@@ -115,7 +115,7 @@ inline rapidjson::Document check_json_frame(wsmanager::Message const& message) {
     require(text.size() == message.size(), "Message::size() differs from text()");
     auto const& frame = wsmanager::detail::frame_of(message);
     require(frame != nullptr, "a Message without a frame");
-    std::string const& header = frame->get_header();
+    std::string const header(frame->header());
     require(header.size() >= 2 && static_cast<unsigned char>(header[0]) == 0x81,
             "frame header: not FIN + text");
     std::uint64_t length = static_cast<unsigned char>(header[1]);

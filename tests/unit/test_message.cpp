@@ -16,7 +16,7 @@ using wsmanager::detail::frame_of;  // the prepared frame behind a Message
 namespace {
 
 /// The bytes of a frame's header as unsigned values.
-std::string header_of(Message const& message) { return frame_of(message)->get_header(); }
+std::string header_of(Message const& message) { return std::string(frame_of(message)->header()); }
 
 unsigned byte(std::string const& bytes, std::size_t i) {
     return static_cast<unsigned char>(bytes.at(i));
@@ -158,8 +158,9 @@ TEST_CASE("Message frames are prepared, unmasked, final text frames", "[message]
         for (std::size_t i = 2; i < 10; ++i) size = size << 8 | byte(header, i);
         CHECK(size == text.size());
     }
+    // Framed once, ready to write as it is: a final text frame, header then payload.
     auto const message = Message::from_json("{}");
-    CHECK(frame_of(message)->get_prepared());
-    CHECK(frame_of(message)->get_opcode() == websocketpp::frame::opcode::text);
-    CHECK(frame_of(message)->get_payload() == "{}");
+    CHECK(frame_of(message)->wire() == std::string("\x81\x02{}", 4));
+    CHECK(byte(header_of(message), 0) == 0x81);  // FIN + opcode text
+    CHECK(frame_of(message)->payload() == "{}");
 }

@@ -140,7 +140,7 @@ public:
 
     Message finish() {
         writer_.EndObject();
-        return Message::from_trusted_json(std::string(buffer_.GetString(), buffer_.GetSize()));
+        return Message::from_trusted_json(std::string_view(buffer_.GetString(), buffer_.GetSize()));
     }
 
 private:

@@ -5,12 +5,13 @@
 // its keepalive ping and the checks that belong to the connection (binary frames, the frame
 // rate limit).
 //
-// Threads: everything written to the connection is written on the connection's own strand
-// (websocketpp reads its state and send queue without a lock, and its permessage-deflate
-// compressor is not thread-safe: zaphoyd/websocketpp#615). send() may be called from any
-// thread: frames wait in the outbox (a short mutex) and one flush per burst carries them to
-// the strand, so a broadcast of M messages to K connections posts K handlers, not M x K.
-// The other members named "connection strand" run only there.
+// Threads: everything written to the connection is written on the connection's own strand,
+// by its writer (detail/websocketpp_socket_writer.hpp: websocketpp reads its state without
+// a lock, and its permessage-deflate compressor is not thread-safe, zaphoyd/websocketpp#615).
+// send() may be called from any thread: frames wait in the connection's send queue and one
+// writer run per burst carries them to the socket, so a broadcast of M messages to K
+// connections posts K handlers, not M x K. The members named "connection strand" run only
+// there.
 
 #include <atomic>
 #include <cstddef>
@@ -62,32 +63,17 @@ public:
           environment_(std::move(environment)),
           rate_(environment_->max_frames_per_second) {}
 
-    send_status send(Message const& message) override {
-        bool post = false;
-        auto const status = enqueue(message, [&](flush_state& state) {
-            post = state != flush_state::posted;
-            state = flush_state::posted;
-        });
-        if (post) post_flush();
-        return status;
-    }
+    send_status send(Message const& message) override { return push(message, true); }
 
     bool queue(Message const& message) override {
         bool owed = false;
-        enqueue(message, [&](flush_state& state) {
-            owed = state == flush_state::idle;
-            if (owed) state = flush_state::owed;
-        });
+        push(message, false, &owed);
         return owed;
     }
 
     void flush() override {
-        {
-            std::lock_guard lock(outbox_mutex_);
-            if (flush_state_ != flush_state::owed) return;  // a send() got there first
-            flush_state_ = flush_state::posted;
-        }
-        post_flush();
+        auto connection = connection_.lock();
+        if (connection && connection->frames().claim_owed()) connection->post_writer();
     }
 
     void close(std::uint16_t code, std::string reason) override {
@@ -197,82 +183,28 @@ public:
     }
 
 private:
-    /// Who will move the outbox to the strand: nobody needs to (idle), whoever called
-    /// queue() and got true (owed), or a flush handler already posted (posted).
-    enum class flush_state : std::uint8_t { idle, owed, posted };
-
     manager_counters& counters() const noexcept { return *environment_->counters; }
 
-    /// Appends a frame to the outbox and lets `transition` update the flush state, both
-    /// under the outbox mutex.
-    template <class Transition>
-    send_status enqueue(Message const& message, Transition transition) {
-        auto const& frame = frame_of(message);
-        auto const size = frame->get_payload().size();
-        send_status status = send_status::queued;
-        std::lock_guard lock(outbox_mutex_);
-        // Bounded like the send queue behind it: a host outrunning one connection's strand
-        // loses frames for that connection only.
-        if (outbox_bytes_ + size > environment_->max_send_buffer) {
-            counters().add(counters().messages_failed);
-            counters().add(counters().messages_dropped);
-            outbox_overflowed_ = true;  // the flush closes it, on its strand
-            status = send_status::dropped;
-        } else {
-            outbox_.push_back(frame);
-            outbox_bytes_ += size;
-        }
-        transition(flush_state_);
-        return status;
-    }
-
-    void post_flush() {
+    /// Hands a frame to the connection's send queue (detail/send_queue.hpp); `start` runs
+    /// the writer soon, otherwise `owed` tells the cork it must flush().
+    send_status push(Message const& message, bool start, bool* owed = nullptr) {
         auto connection = connection_.lock();
         if (!connection) {
-            std::lock_guard lock(outbox_mutex_);
-            counters().add(counters().messages_failed, std::uint64_t{outbox_.size()});
-            outbox_.clear();
-            outbox_bytes_ = 0;
-            flush_state_ = flush_state::idle;
-            return;
+            counters().add(counters().messages_failed);
+            return send_status::closed;
         }
-        strand_->post([self = this->shared_from_this(), connection] { self->flush(*connection); });
-    }
-
-    /// Connection strand: moves the outbox into websocketpp's send queue.
-    void flush(connection_type& connection) {
-        std::vector<frame_ptr> frames;
-        bool overflowed = false;
-        {
-            std::lock_guard lock(outbox_mutex_);
-            frames.swap(outbox_);
-            outbox_bytes_ = 0;
-            flush_state_ = flush_state::idle;
-            overflowed = std::exchange(outbox_overflowed_, false);
+        auto const result = connection->frames().push(frame_of(message), start);
+        if (result.next == send_queue::next_step::post_writer) connection->post_writer();
+        if (owed != nullptr) *owed = result.next == send_queue::next_step::owed;
+        if (result.queued) return send_status::queued;
+        // Not reading: closed with 1008 rather than silently missing frames (a
+        // confirmation, say). Once.
+        if (!slow_consumer_.exchange(true)) {
+            strand_->post([self = this->shared_from_this(), connection] {
+                self->close_slow_consumer(*connection);
+            });
         }
-        if (overflowed) close_slow_consumer(connection);
-        bool started = false;
-        std::uint64_t sent = 0;
-        std::uint64_t bytes = 0;
-        for (auto const& frame : frames) {
-            if (!write_on_strand(connection, frame)) continue;
-            ++sent;
-            bytes += frame->get_payload().size();
-            if (started) continue;
-            // websocketpp's send() posts a write_frame() for every frame until a write is in
-            // flight; starting the write here (we are on the connection's strand, where
-            // write_frame runs anyway) lets the following sends only queue, and the write
-            // gathers them.
-            connection.write_frame();
-            started = true;
-        }
-        // Counted once per flush: one atomic add per burst, not per frame.
-        counters().add(counters().messages_sent, sent);
-        counters().add(counters().bytes_sent, bytes);
-        // Give the vector's capacity back to the outbox, so steady traffic allocates nothing.
-        frames.clear();
-        std::lock_guard lock(outbox_mutex_);
-        if (outbox_.empty() && outbox_.capacity() < frames.capacity()) outbox_.swap(frames);
+        return send_status::dropped;
     }
 
     /// Connection strand: a client whose queue overflowed is not reading; it gets 1008
@@ -283,28 +215,6 @@ private:
                                  "client is not reading; closing", id(), user_id());
         std::error_code ec;
         connection.close(protocol::close_code::policy_violation, "Send buffer overflow", ec);
-    }
-
-    /// Connection strand: hands the frame to websocketpp, unless the connection is gone or
-    /// its send queue is full (then the frame is dropped and the client, which is not
-    /// reading, is closed). True when queued.
-    bool write_on_strand(connection_type& connection, frame_ptr const& frame) {
-        if (connection.get_state() != websocketpp::session::state::open) {
-            counters().add(counters().messages_failed);
-            return false;
-        }
-        if (connection.get_buffered_amount() + frame->get_payload().size() >
-            environment_->max_send_buffer) {
-            counters().add(counters().messages_failed);
-            counters().add(counters().messages_dropped);
-            close_slow_consumer(connection);
-            return false;
-        }
-        if (connection.send(frame)) {
-            counters().add(counters().messages_failed);
-            return false;
-        }
-        return true;
     }
 
     std::weak_ptr<connection_type> connection_;
@@ -329,12 +239,7 @@ private:
     std::atomic<std::size_t> inbound_bytes_{0};
     std::atomic<bool> reading_paused_{false};  ///< set and cleared on the connection strand
 
-    // Frames on their way to the connection's strand.
-    std::mutex outbox_mutex_;
-    std::vector<frame_ptr> outbox_;   ///< guarded by outbox_mutex_
-    std::size_t outbox_bytes_ = 0;    ///< guarded by outbox_mutex_
-    flush_state flush_state_ = flush_state::idle;  ///< guarded by outbox_mutex_
-    bool outbox_overflowed_ = false;  ///< guarded by outbox_mutex_
+    std::atomic<bool> slow_consumer_{false};  ///< its send queue overflowed: closing (1008)
 };
 
 }  // namespace wsmanager::detail

@@ -72,8 +72,6 @@ public:
     using session_type = websocketpp_session<Config>;
     using strand_type = asio::strand<asio::io_context::executor_type>;
 
-    static_assert(std::is_same_v<typename Config::message_type, frame_message>,
-                  "wsmanager configs must use websocketpp's default message type");
     static_assert(std::is_base_of_v<connection_data, typename Config::connection_base>,
                   "wsmanager configs must use wsmanager::detail::connection_data");
 
@@ -265,6 +263,10 @@ private:
             std::move(verdict.user_id), environment_);
         session->set_subprotocol(con->get_subprotocol());
         con->wsmanager_session = std::move(session);
+        con->frames().configure(options_.max_send_buffer, counters_.get());
+        con->set_open_check([raw = con.get()] {
+            return raw->get_state() == websocketpp::session::state::open;
+        });
         return true;
     }
 

@@ -23,7 +23,7 @@ inline Message::Message(rapidjson::Value const& value) {
             "wsmanager::Message: the value holds a string that is not UTF-8 or a number that "
             "is not finite");
     }
-    frame_ = detail::make_text_frame(std::string(buffer.GetString(), buffer.GetSize()));
+    frame_ = detail::make_text_frame(std::string_view(buffer.GetString(), buffer.GetSize()));
 }
 
 inline Message Message::from_json(std::string_view json_text) {
@@ -55,7 +55,7 @@ inline Message Message::from_json(std::string_view json_text) {
             throw std::invalid_argument("wsmanager::Message: a number is out of range");
         case detail::json_flaw::none: break;
     }
-    return Message(detail::make_text_frame(std::string(json_text)));
+    return Message(detail::make_text_frame(json_text));
 }
 
 }  // namespace wsmanager
