@@ -8,9 +8,38 @@
 # first on the include path, so every other websocketpp header is still the
 # system one. Nothing of websocketpp is kept in the repository.
 #
+# Two more headers get one edit each, so that a handshake of a version websocketpp has no
+# processor for (14, say) is answered as RFC 6455 section 4.4 asks and as wsmanager answers
+# the drafts it refuses itself (hixie-76, 7, 8): `426` with `Sec-WebSocket-Version: 13`,
+# instead of `400` advertising `0,7,8,13`.
+#
 #   wsmanager_websocketpp_overlay(<out_var> <websocketpp_include_dir> <overlay_root>)
 #
 # sets <out_var> to the folder to put before websocketpp's own include directory.
+
+# Writes `text` to `target` only when it changes, so builds stay incremental.
+function(_wsmanager_overlay_write target text)
+    if(EXISTS "${target}")
+        file(READ "${target}" _previous)
+    else()
+        set(_previous "")
+    endif()
+    if(NOT _previous STREQUAL text)
+        file(WRITE "${target}" "${text}")
+    endif()
+endfunction()
+
+# Copies one header with `from` replaced by `to`; fails when `from` is not there (another
+# websocketpp version), rather than building something else silently.
+function(_wsmanager_overlay_edit include_dir overlay_root header from to)
+    file(READ "${include_dir}/websocketpp/${header}" _text)
+    string(FIND "${_text}" "${from}" _at)
+    if(_at EQUAL -1)
+        message(FATAL_ERROR "wsmanager: websocketpp/${header} is not the expected 0.8.2 text")
+    endif()
+    string(REPLACE "${from}" "${to}" _fixed "${_text}")
+    _wsmanager_overlay_write("${overlay_root}/websocketpp/${header}" "${_fixed}")
+endfunction()
 
 function(wsmanager_websocketpp_overlay out_var websocketpp_include_dir overlay_root)
     set(_headers
@@ -30,16 +59,15 @@ function(wsmanager_websocketpp_overlay out_var websocketpp_include_dir overlay_r
             "\n([ \t]*~?)(endpoint|server|basic|syslog)<[^>\n]*>\\("
             "\n\\1\\2("
             _fixed "${_text}")
-        set(_target "${overlay_root}/websocketpp/${_header}")
-        # Rewrite only when the content changes, so builds stay incremental.
-        if(EXISTS "${_target}")
-            file(READ "${_target}" _previous)
-        else()
-            set(_previous "")
-        endif()
-        if(NOT _previous STREQUAL _fixed)
-            file(WRITE "${_target}" "${_fixed}")
-        endif()
+        _wsmanager_overlay_write("${overlay_root}/websocketpp/${_header}" "${_fixed}")
     endforeach()
+
+    # The versions advertised, and the status, of a refused version.
+    _wsmanager_overlay_edit("${websocketpp_include_dir}" "${overlay_root}" connection.hpp
+        "versions_supported = {0,7,8,13};" "versions_supported = {13};")
+    _wsmanager_overlay_edit("${websocketpp_include_dir}" "${overlay_root}"
+        impl/connection_impl.hpp
+        "no processor for version\");\n    m_response.set_status(http::status_code::bad_request);"
+        "no processor for version\");\n    m_response.set_status(http::status_code::upgrade_required);")
     set(${out_var} "${overlay_root}" PARENT_SCOPE)
 endfunction()

@@ -5,6 +5,7 @@
 // own asio configs in two ways: websocketpp's access and error logs go to the manager's log
 // sink, and every connection carries the manager's per-connection data.
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@
 #include <websocketpp/logger/levels.hpp>
 
 #include <wsmanager/detail/session.hpp>
+#include <wsmanager/detail/uri.hpp>
 #include <wsmanager/detail/websocketpp_socket_writer.hpp>
 #include <wsmanager/log.hpp>
 
@@ -70,14 +72,30 @@ public:
     }
 
     /// websocketpp's access log prints the request's resource: a `?token=` JWT in it is a
-    /// credential, and does not belong in logs.
+    /// credential, and does not belong in logs. The parameter is found as the handshake
+    /// finds it, by its percent-decoded name (`?%74oken=` is a token too).
     static std::string redact_tokens(std::string_view text) {
-        std::string out(text);
-        constexpr std::string_view key = "token=";
-        for (auto at = out.find(key); at != std::string::npos; at = out.find(key, at)) {
-            at += key.size();
-            auto const end = out.find_first_of(" &\"#", at);
-            out.replace(at, (end == std::string::npos ? out.size() : end) - at, "[redacted]");
+        auto query = text.find('?');
+        if (query == std::string_view::npos) return std::string(text);
+        std::string out(text.substr(0, query + 1));
+        auto at = query + 1;
+        while (at <= text.size()) {
+            auto const end = std::min(text.find_first_of(" &\"#", at), text.size());
+            auto const parameter = text.substr(at, end - at);
+            auto const equals = parameter.find('=');
+            auto const name = percent_decode(parameter.substr(0, equals));
+            if (equals != std::string_view::npos && name && *name == "token") {
+                out.append(parameter.substr(0, equals + 1)).append("[redacted]");
+            } else {
+                out.append(parameter);
+            }
+            if (end == text.size()) break;
+            out.push_back(text[end]);
+            at = end + 1;
+            if (text[end] != '&') {  // the query ended: the rest as it is
+                out.append(text.substr(at));
+                break;
+            }
         }
         return out;
     }

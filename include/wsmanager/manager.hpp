@@ -95,10 +95,12 @@ public:
      * (handlers, Authenticator, HTTP routes, log sink) can be called any more.
      *
      * With an owned io_context this waits for the stop (connections closed with 1001) and
-     * joins the threads. Called on one of those threads (from a handler, say) it cannot wait
-     * for them: it starts the stop, and the io_context ends with that thread's run(), after
-     * the destructor has returned. On a host executor it starts the stop and returns; the
-     * host keeps running its io_context until the stop has finished.
+     * joins the threads. Called on one of those threads (from a handler, say) it cannot wait:
+     * it starts the stop and returns, and the threads, detached, run the stop to its end
+     * (pending operations end with reason `shutdown`, clients get 1001) before the
+     * io_context, which they hold, goes with the last of them. On a host executor it starts
+     * the stop and returns; the host keeps running its io_context until the stop has
+     * finished.
      */
     ~WebSocketManager() {
         if (!owned_context_) {
@@ -110,23 +112,19 @@ public:
             return t.get_id() == std::this_thread::get_id();
         });
         if (on_own_thread) {
-            core_->stop([](std::error_code) {});
-        } else {
-            std::promise<void> stopped;
-            core_->stop([&stopped](std::error_code) { stopped.set_value(); });
-            stopped.get_future().wait();
+            // The work guard goes when the stop has finished; then run() returns everywhere.
+            core_->stop([work = std::move(owned_work_)](std::error_code) mutable { work.reset(); });
+            core_->close_host_hooks();
+            for (auto& thread : threads_) thread.detach();
+            return;
         }
+        std::promise<void> stopped;
+        core_->stop([&stopped](std::error_code) { stopped.set_value(); });
+        stopped.get_future().wait();
         core_->close_host_hooks();
         owned_work_.reset();
         owned_context_->stop();
-        for (auto& thread : threads_) {
-            // Each thread holds the io_context, so a detached one destroys it after run().
-            if (thread.get_id() == std::this_thread::get_id()) {
-                thread.detach();
-            } else {
-                thread.join();
-            }
-        }
+        for (auto& thread : threads_) thread.join();
     }
 
     /// The io_context executor the manager runs on.

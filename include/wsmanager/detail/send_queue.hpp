@@ -19,7 +19,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include <wsmanager/detail/metrics.hpp>
@@ -48,10 +50,10 @@ public:
     };
 
     /// Before the first push: the bound and where drops and writes are counted.
-    void configure(std::size_t max_bytes, manager_counters* counters) {
+    void configure(std::size_t max_bytes, std::shared_ptr<manager_counters> counters) {
         std::lock_guard lock(mutex_);
         max_bytes_ = max_bytes;
-        counters_ = counters;
+        counters_ = std::move(counters);
     }
 
     /// Any thread. `start`: the writer should run soon (a send); otherwise a cork will
@@ -226,7 +228,7 @@ private:
     state state_ = state::idle;
     bool start_pending_ = false;  ///< a send or a claim asked the writer to take what waits
     bool cork_owed_ = false;      ///< a cork was told it owes a claim while the writer ran
-    manager_counters* counters_ = nullptr;
+    std::shared_ptr<manager_counters> counters_;  ///< shared: a connection may outlive its manager
 };
 
 }  // namespace wsmanager::detail

@@ -263,7 +263,7 @@ private:
             std::move(verdict.user_id), environment_);
         session->set_subprotocol(con->get_subprotocol());
         con->wsmanager_session = std::move(session);
-        con->frames().configure(options_.max_send_buffer, counters_.get());
+        con->frames().configure(options_.max_send_buffer, counters_);
         con->set_open_check([raw = con.get()] {
             return raw->get_state() == websocketpp::session::state::open;
         });
