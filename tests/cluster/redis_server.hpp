@@ -9,8 +9,8 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstdint>
 #include <csignal>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -134,17 +134,9 @@ private:
     // Forks and execs redis-server, then waits (10 s at most) until it answers PING.
     bool try_start() {
         std::string const port_text = std::to_string(port_);
-        std::vector<std::string> args = {WSMANAGER_REDIS_SERVER,
-                                         "--port",
-                                         port_text,
-                                         "--bind",
-                                         "127.0.0.1",
-                                         "--save",
-                                         "",
-                                         "--appendonly",
-                                         "no",
-                                         "--daemonize",
-                                         "no"};
+        std::vector<std::string> args = {
+            WSMANAGER_REDIS_SERVER, "--port", port_text,     "--bind", "127.0.0.1", "--save", "",
+            "--appendonly",         "no",     "--daemonize", "no"};
         std::vector<char*> argv;
         for (std::string& arg : args) {
             argv.push_back(arg.data());

@@ -71,9 +71,10 @@ TEST_CASE("redis_connection: keys and values are binary-safe", "[redis_connectio
     destroy(connection);
 }
 
-TEST_CASE("redis_connection: an error reply is redis_error with its text, and the connection "
-          "stays usable",
-          "[redis_connection][threaded]") {
+TEST_CASE(
+    "redis_connection: an error reply is redis_error with its text, and the connection "
+    "stays usable",
+    "[redis_connection][threaded]") {
     redis_server server;
     io_threads io(2);
     auto connection = make_connection(io);
@@ -195,13 +196,11 @@ TEST_CASE("redis_script: EVALSHA, falling back to EVAL on NOSCRIPT",
     };
 
     REQUIRE_FALSE(run(*connection, {"SCRIPT", "FLUSH"}).first);
-    CHECK(run(*connection, {"SCRIPT", "EXISTS", script.sha1()}).second.elements.at(0).integer ==
-          0);
+    CHECK(run(*connection, {"SCRIPT", "EXISTS", script.sha1()}).second.elements.at(0).integer == 0);
     reply first = run_script({"name", "runs"}, {"alice"});  // NOSCRIPT, then EVAL
     REQUIRE_FALSE(first.first);
     CHECK(first.second.as_integer() == 1);
-    CHECK(run(*connection, {"SCRIPT", "EXISTS", script.sha1()}).second.elements.at(0).integer ==
-          1);
+    CHECK(run(*connection, {"SCRIPT", "EXISTS", script.sha1()}).second.elements.at(0).integer == 1);
     reply second = run_script({"name", "runs"}, {"bob"});  // EVALSHA hits
     REQUIRE_FALSE(second.first);
     CHECK(second.second.as_integer() == 2);
@@ -308,9 +307,10 @@ struct outstanding_commands {
 
 }  // namespace
 
-TEST_CASE("redis_connection: close() completes every outstanding command once with "
-          "operation_aborted",
-          "[redis_connection][threaded]") {
+TEST_CASE(
+    "redis_connection: close() completes every outstanding command once with "
+    "operation_aborted",
+    "[redis_connection][threaded]") {
     redis_server server;
     io_threads io(2);
     inbox<std::error_code> disconnects;
@@ -347,9 +347,10 @@ TEST_CASE("redis_connection: close() completes every outstanding command once wi
     CHECK(disconnects.size() == 0);
 }
 
-TEST_CASE("redis_connection: destruction completes every outstanding command once, and nothing "
-          "runs after",
-          "[redis_connection][threaded]") {
+TEST_CASE(
+    "redis_connection: destruction completes every outstanding command once, and nothing "
+    "runs after",
+    "[redis_connection][threaded]") {
     redis_server server;
     io_threads io(2);
     inbox<std::error_code> disconnects;
@@ -412,8 +413,7 @@ TEST_CASE("redis_connection: connect, pipeline and close churn, every handler ru
             for (int i = 0; i < per_round; ++i) {
                 std::size_t const index = static_cast<std::size_t>(round * per_round + i);
                 connection->command({"INCR", "churn"}, command_patience,
-                                    [&, index, i, first_reply](std::error_code ec,
-                                                                redis_value) {
+                                    [&, index, i, first_reply](std::error_code ec, redis_value) {
                                         ++calls[index];
                                         completions.push(ec);
                                         if (i == 0) {

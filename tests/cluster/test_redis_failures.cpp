@@ -3,10 +3,6 @@
 // a server that never answers, a server that sends garbage, redis-server killed with SIGKILL
 // while commands wait (and restarted), and a write to a vanished peer (SIGPIPE).
 
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <memory>
 #include <string>
@@ -14,6 +10,9 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "cluster_test_support.hpp"
 #include "redis_server.hpp"
@@ -123,9 +122,9 @@ TEST_CASE("redis_connection: connecting where nothing listens fails with connect
     std::error_code const ec = connect(*connection, free_loopback_port(), 60s);
     CHECK(ec == std::errc::connection_refused);
     CHECK_FALSE(on_strand(connection->get_executor(), [&] { return connection->is_connected(); }));
-    CHECK_FALSE(
-        on_strand(connection->get_executor(), [&] { return connection->last_error_message(); })
-            .empty());
+    CHECK_FALSE(on_strand(connection->get_executor(), [&] {
+                    return connection->last_error_message();
+                }).empty());
     destroy(connection);
 }
 
@@ -164,9 +163,10 @@ TEST_CASE("redis_connection: a connect that never completes times out, and close
     CHECK(disconnects.size() == 0);  // never lost a connection it had
 }
 
-TEST_CASE("redis_connection: a server that never answers gives command_timeout and a torn-down "
-          "connection",
-          "[redis_connection][failure][threaded]") {
+TEST_CASE(
+    "redis_connection: a server that never answers gives command_timeout and a torn-down "
+    "connection",
+    "[redis_connection][failure][threaded]") {
     io_threads io(2);
     silent_listener mute(16);
     inbox<std::error_code> disconnects;
@@ -219,9 +219,10 @@ TEST_CASE("redis_connection: bytes that are not RESP give protocol_error",
     destroy(connection);
 }
 
-TEST_CASE("redis_connection: redis-server killed mid-use: every command completes once, the loss "
-          "is reported once, and a restarted server takes a new connect",
-          "[redis_connection][failure][threaded]") {
+TEST_CASE(
+    "redis_connection: redis-server killed mid-use: every command completes once, the loss "
+    "is reported once, and a restarted server takes a new connect",
+    "[redis_connection][failure][threaded]") {
     redis_server server;
     io_threads io(2);
     constexpr std::size_t count = 101;

@@ -84,8 +84,8 @@ TEST_CASE("redis_connection: a subscriber receives what another connection publi
     REQUIRE(messages.wait_for(3 + burst));
     bool in_order = true;
     for (int i = 0; i < burst; ++i) {
-        in_order = in_order && messages.at(3 + static_cast<std::size_t>(i)).second ==
-                                   std::to_string(i);
+        in_order =
+            in_order && messages.at(3 + static_cast<std::size_t>(i)).second == std::to_string(i);
     }
     CHECK(in_order);
 
@@ -103,8 +103,9 @@ TEST_CASE("redis_connection: CLIENT KILL TYPE pubsub makes the subscriber report
     auto admin = make_connection(io);
     on_strand(subscriber->get_executor(), [&] {
         subscriber->set_disconnect_handler([&](std::error_code ec) { disconnects.push(ec); });
-        subscriber->set_message_handler(
-            [&](std::string channel, std::string payload) { messages.push({channel, payload}); });
+        subscriber->set_message_handler([&](std::string channel, std::string payload) {
+            messages.push({channel, payload});
+        });
     });
     REQUIRE_FALSE(connect(*subscriber, server.port()));
     REQUIRE_FALSE(connect(*admin, server.port()));
@@ -117,9 +118,9 @@ TEST_CASE("redis_connection: CLIENT KILL TYPE pubsub makes the subscriber report
     REQUIRE(disconnects.wait_for(1));
     CHECK(disconnects.at(0) == redis_errc::connection_lost);
     CHECK_FALSE(on_strand(subscriber->get_executor(), [&] { return subscriber->is_connected(); }));
-    CHECK_FALSE(
-        on_strand(subscriber->get_executor(), [&] { return subscriber->last_error_message(); })
-            .empty());
+    CHECK_FALSE(on_strand(subscriber->get_executor(), [&] {
+                    return subscriber->last_error_message();
+                }).empty());
     // The admin connection is no subscriber and lives on.
     CHECK(run(*admin, {"PING"}).second.as_string() == "PONG");
     std::this_thread::sleep_for(200ms);

@@ -18,7 +18,7 @@ using wsmanager::cluster::detail::redis_value;
 // Parses one RESP reply with hiredis and copies it.
 redis_value parse_resp(std::string_view bytes) {
     std::unique_ptr<redisReader, void (*)(redisReader*)> reader(redisReaderCreate(),
-                                                               &redisReaderFree);
+                                                                &redisReaderFree);
     REQUIRE(reader);
     REQUIRE(redisReaderFeed(reader.get(), bytes.data(), bytes.size()) == REDIS_OK);
     void* reply = nullptr;
@@ -82,7 +82,5 @@ TEST_CASE("redis_value: every RESP2 type is copied", "[redis_value]") {
         CHECK(v.is_array());
         CHECK(v.as_array().empty());
     }
-    SECTION("a null reply pointer is nil") {
-        CHECK(redis_value::from_reply(nullptr).is_nil());
-    }
+    SECTION("a null reply pointer is nil") { CHECK(redis_value::from_reply(nullptr).is_nil()); }
 }

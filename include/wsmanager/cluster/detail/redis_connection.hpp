@@ -68,12 +68,18 @@ public:
     char const* name() const noexcept override { return "wsmanager.redis"; }
     std::string message(int value) const override {
         switch (static_cast<redis_errc>(value)) {
-            case redis_errc::connect_timeout: return "Redis connect timed out";
-            case redis_errc::command_timeout: return "Redis command timed out";
-            case redis_errc::connection_lost: return "Redis connection lost";
-            case redis_errc::redis_error: return "Redis error reply";
-            case redis_errc::protocol_error: return "Redis protocol error";
-            case redis_errc::connect_failed: return "Redis connect failed";
+            case redis_errc::connect_timeout:
+                return "Redis connect timed out";
+            case redis_errc::command_timeout:
+                return "Redis command timed out";
+            case redis_errc::connection_lost:
+                return "Redis connection lost";
+            case redis_errc::redis_error:
+                return "Redis error reply";
+            case redis_errc::protocol_error:
+                return "Redis protocol error";
+            case redis_errc::connect_failed:
+                return "Redis connect failed";
         }
         return "unknown Redis error";
     }
@@ -258,9 +264,8 @@ public:
     void async_connect(std::string const& host, int port, duration timeout,
                        connect_handler handler) {
         if (session_) {
-            post_error(std::move(handler), session_->connected_
-                                               ? asio::error::already_connected
-                                               : asio::error::already_started);
+            post_error(std::move(handler), session_->connected_ ? asio::error::already_connected
+                                                                : asio::error::already_started);
             return;
         }
         if (timeout <= duration::zero() || port <= 0 || port > 65535) {
@@ -277,10 +282,9 @@ public:
         if (ac->err != 0) {
             // Failed before any event (e.g. refused at once on loopback, unknown host).
             last_error_ = ac->errstr != nullptr ? ac->errstr : "";
-            std::error_code const ec =
-                ac->err == REDIS_ERR_IO && connect_errno != 0
-                    ? std::error_code(connect_errno, std::system_category())
-                    : make_error_code(redis_errc::connect_failed);
+            std::error_code const ec = ac->err == REDIS_ERR_IO && connect_errno != 0
+                                           ? std::error_code(connect_errno, std::system_category())
+                                           : make_error_code(redis_errc::connect_failed);
             redisAsyncFree(ac);  // no hooks attached yet: frees and closes, nothing else
             post_error(std::move(handler), ec);
             return;
@@ -370,8 +374,7 @@ public:
      * @par Thread Safety
      * On the strand.
      */
-    void subscribe(std::vector<std::string> channels, duration timeout,
-                   subscribe_handler handler) {
+    void subscribe(std::vector<std::string> channels, duration timeout, subscribe_handler handler) {
         start_subscribe("SUBSCRIBE", std::move(channels), timeout, std::move(handler));
     }
 
@@ -503,20 +506,18 @@ private:
                 return;
             }
             read_waiting_ = true;
-            descriptor_.async_wait(asio::posix::stream_descriptor::wait_read,
-                                   [self = shared_from_this()](std::error_code const& ec) {
-                                       self->on_readable(ec);
-                                   });
+            descriptor_.async_wait(
+                asio::posix::stream_descriptor::wait_read,
+                [self = shared_from_this()](std::error_code const& ec) { self->on_readable(ec); });
         }
         void arm_write() {
             if (write_waiting_ || ac_ == nullptr) {
                 return;
             }
             write_waiting_ = true;
-            descriptor_.async_wait(asio::posix::stream_descriptor::wait_write,
-                                   [self = shared_from_this()](std::error_code const& ec) {
-                                       self->on_writable(ec);
-                                   });
+            descriptor_.async_wait(
+                asio::posix::stream_descriptor::wait_write,
+                [self = shared_from_this()](std::error_code const& ec) { self->on_writable(ec); });
         }
         // Any other error than an abort is left to hiredis: its read or write finds it.
         void on_readable(std::error_code const& ec) {
@@ -590,14 +591,14 @@ private:
             pending_command& pending = commands_.emplace_back();
             pending.self = std::prev(commands_.end());
             pending.handler = std::move(handler);
-            int const rc = redisAsyncCommandArgv(ac_, &session::on_command_reply, &pending,
-                                                 static_cast<int>(args.size()), args.data(),
-                                                 lengths.data());
+            int const rc =
+                redisAsyncCommandArgv(ac_, &session::on_command_reply, &pending,
+                                      static_cast<int>(args.size()), args.data(), lengths.data());
             if (rc != REDIS_OK) {
                 command_handler failed = std::move(pending.handler);
                 commands_.erase(pending.self);
-                post_handler(strand_, std::move(failed), make_error_code(redis_errc::connection_lost),
-                     redis_value());
+                post_handler(strand_, std::move(failed),
+                             make_error_code(redis_errc::connection_lost), redis_value());
                 return;
             }
             pending.deadline = add_deadline(clock::now() + timeout);
@@ -615,11 +616,12 @@ private:
                 args.push_back(name.data());
                 lengths.push_back(name.size());
             }
-            int const rc = redisAsyncCommandArgv(ac_, &session::on_subscription_reply, this,
-                                                 static_cast<int>(args.size()), args.data(),
-                                                 lengths.data());
+            int const rc =
+                redisAsyncCommandArgv(ac_, &session::on_subscription_reply, this,
+                                      static_cast<int>(args.size()), args.data(), lengths.data());
             if (rc != REDIS_OK) {
-                post_handler(strand_, std::move(handler), make_error_code(redis_errc::connection_lost));
+                post_handler(strand_, std::move(handler),
+                             make_error_code(redis_errc::connection_lost));
                 return;
             }
             subscribed_ = true;
@@ -769,9 +771,9 @@ private:
             bool const was_connected = connected_;
             connected_ = false;
             if (on_connect_) {
-                std::error_code const ec =
-                    teardown_reason_ ? teardown_reason_
-                                     : (connect_error_ ? connect_error_ : reason);
+                std::error_code const ec = teardown_reason_
+                                               ? teardown_reason_
+                                               : (connect_error_ ? connect_error_ : reason);
                 if (message.empty()) {
                     message = ec.message();
                 }

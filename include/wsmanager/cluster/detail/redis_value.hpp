@@ -117,8 +117,7 @@ struct redis_value {
 
     /// The bytes of a bulk string, a status or an error; throws std::logic_error otherwise.
     std::string const& as_string() const {
-        if (type != redis_type::string && type != redis_type::status &&
-            type != redis_type::error) {
+        if (type != redis_type::string && type != redis_type::status && type != redis_type::error) {
             throw std::logic_error("redis_value: not a string, status or error reply");
         }
         return text;
@@ -142,7 +141,8 @@ struct redis_value {
 
     /// True for an error reply whose text starts with `prefix` (e.g. "NOSCRIPT", "WRONGTYPE").
     bool is_error_with_prefix(std::string_view prefix) const noexcept {
-        return type == redis_type::error && std::string_view(text).substr(0, prefix.size()) == prefix;
+        return type == redis_type::error &&
+               std::string_view(text).substr(0, prefix.size()) == prefix;
     }
 
     friend bool operator==(redis_value const&, redis_value const&) = default;
