@@ -198,6 +198,42 @@ TEST_CASE(
     destroy(connection);
 }
 
+TEST_CASE(
+    "redis_connection: a short timeout behind a long one still fires, against a real "
+    "server",
+    "[redis_connection][failure][threaded]") {
+    redis_server server;
+    io_threads io(2);
+    inbox<std::error_code> disconnects;
+    inbox<std::error_code> replies;
+    auto connection = make_connection(io);
+    auto strand = connection->get_executor();
+    on_strand(strand, [&] {
+        connection->set_disconnect_handler([&](std::error_code ec) { disconnects.push(ec); });
+    });
+    REQUIRE_FALSE(connect(*connection, server.port()));
+    on_strand(strand, [&] {
+        // BLPOP blocks this client in Redis, so the PING behind it gets no reply; its
+        // deadline is earlier than the one the timer was armed for.
+        connection->command({"BLPOP", "never-pushed", "0"}, 60s,
+                            [&](std::error_code ec, redis_value) { replies.push(ec); });
+        connection->command({"PING"}, 300ms,
+                            [&](std::error_code ec, redis_value) { replies.push(ec); });
+    });
+    REQUIRE(replies.wait_for(2));
+    CHECK(replies.at(0) == redis_errc::command_timeout);
+    CHECK(replies.at(1) == redis_errc::command_timeout);
+    REQUIRE(disconnects.wait_for(1));
+    CHECK(disconnects.at(0) == redis_errc::command_timeout);
+
+    // The server is fine: a new connection works.
+    REQUIRE_FALSE(connect(*connection, server.port()));
+    CHECK(run(*connection, {"PING"}).second.as_string() == "PONG");
+    destroy(connection);
+    CHECK(replies.size() == 2);
+    CHECK(disconnects.size() == 1);
+}
+
 TEST_CASE("redis_connection: bytes that are not RESP give protocol_error",
           "[redis_connection][failure][threaded]") {
     io_threads io(2);
@@ -286,6 +322,7 @@ TEST_CASE(
     CHECK(disconnects.size() == 1);
     CHECK(disconnects.at(0) == redis_errc::connection_lost);
     CHECK(subscriber_disconnects.size() == 1);
+    CHECK(subscriber_disconnects.at(0) == redis_errc::connection_lost);
     CHECK(run(*connection, {"PING"}).first == asio::error::not_connected);
 
     // Nothing listens now: refused. After the restart on the same port: connected again.

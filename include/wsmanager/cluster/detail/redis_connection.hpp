@@ -429,6 +429,23 @@ private:
     struct session;
     friend struct session;
 
+    // What hiredis 0.14's async API does that this code is shaped around:
+    // - It frees the context inside redisAsyncHandleRead/Write (EOF, error, failed connect):
+    //   first every reply callback with a null reply, then subscription callbacks with null,
+    //   then ev.cleanup, then onDisconnect (only if it had connected), then close(fd). So the
+    //   adapter re-checks ac_ after every call into hiredis, and the cleanup hook is where the
+    //   end of a context is handled (no onDisconnect is set).
+    // - redisAsyncFree from the connect callback is a double free (that callback is not run
+    //   under REDIS_IN_CALLBACK); we never free from any hiredis callback, only from strand
+    //   handlers of ours, where it frees synchronously.
+    // - redisAsyncSetConnectCallback asks for a write event at once: hooks must be set first.
+    //   The connect callback gets only a status; connect(2)'s error is left in errno.
+    // - A reply with no callback waiting on a connection that is not subscribed trips an
+    //   assert() (compiled in Debian's build): only a server that is not Redis sends one.
+    // - In subscribed mode a reply is routed by its channel name, so PING's ["pong", ""] goes
+    //   to whichever callback ran last; hence no commands on a subscriber.
+    // - Names are resolved with a blocking getaddrinfo, and writes use write(2) (SIGPIPE).
+    //
     // One hiredis context: its Asio adapter (ev.data points here) and what waits on it. Held
     // by the owner while it is current and by each pending wait, so a wait that completes
     // after hiredis freed the context finds ac_ null and does nothing.
