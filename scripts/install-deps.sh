@@ -57,7 +57,8 @@ fi
 
 # Each feature's own installer: idempotent, fast when everything is there.
 here="$(dirname "${BASH_SOURCE[0]}")"
-for installer in install-observability-deps.sh install-demo-deps.sh install-browser-deps.sh; do
+for installer in install-observability-deps.sh install-demo-deps.sh install-browser-deps.sh \
+    install-cluster-deps.sh; do
     if [[ -f "${here}/${installer}" ]]; then
         bash "${here}/${installer}"
     fi
