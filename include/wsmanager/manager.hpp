@@ -113,7 +113,10 @@ public:
         });
         if (on_own_thread) {
             // The work guard goes when the stop has finished; then run() returns everywhere.
-            core_->stop([work = std::move(owned_work_)](std::error_code) mutable { work.reset(); });
+            auto work = std::make_shared<asio::executor_work_guard<executor_type>>(
+                std::move(*owned_work_));
+            owned_work_.reset();
+            core_->stop([work](std::error_code) { work->reset(); });
             core_->close_host_hooks();
             for (auto& thread : threads_) thread.detach();
             return;

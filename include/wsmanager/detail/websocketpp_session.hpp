@@ -79,7 +79,9 @@ public:
     void close(std::uint16_t code, std::string reason) override {
         auto connection = connection_.lock();
         if (!connection) return;
-        strand_->post([connection, code, reason = std::move(reason)] {
+        strand_->post([self = this->shared_from_this(), connection, code,
+                       reason = std::move(reason)] {
+            self->resume_reading(*connection);  // the close handshake needs the peer's reply
             std::error_code ec;
             connection->close(code, reason, ec);
         });
@@ -138,7 +140,14 @@ public:
             // nobody would resume, so look again (sequentially consistent, both sides).
             if (!drained_below_half() || !reading_paused_.exchange(false)) {
                 counters().add(counters().read_pauses);
-                connection.pause_reading();
+                // handle_pause_reading, not pause_reading: this runs inside websocketpp's read
+                // handler, so the flag is down before it starts the next read. pause_reading
+                // posts it, the next read starts first, and the resume then starts a second
+                // read beside it, which splits the stream.
+                connection.handle_pause_reading();
+                // With no read pending nothing of websocketpp's holds the connection: this
+                // does, until reading resumes (or the connection closes).
+                held_while_paused_ = connection_.lock();
             }
         }
         return std::move(message->get_raw_payload());
@@ -151,11 +160,12 @@ public:
         auto connection = connection_.lock();
         if (!connection) return;
         strand_->post([self = this->shared_from_this(), connection] {
-            // Resume once, and only what was paused (websocketpp would start a second read).
-            if (!self->reading_paused_.exchange(false, std::memory_order_relaxed)) return;
-            connection->resume_reading();
+            self->resume_reading(*connection);
         });
     }
+
+    /// Connection strand, from the close handler: lets go of a paused connection.
+    void connection_closed() { held_while_paused_.reset(); }
 
     /// Connection strand: the keepalive ping was answered.
     void on_pong() { awaiting_pong_ = false; }
@@ -184,6 +194,14 @@ public:
 
 private:
     manager_counters& counters() const noexcept { return *environment_->counters; }
+
+    /// Connection strand: resumes once, and only what was paused. No read is outstanding
+    /// then, and handle_resume_reading starts exactly one (resume_reading would post it).
+    void resume_reading(connection_type& connection) {
+        if (!reading_paused_.exchange(false)) return;
+        connection.handle_resume_reading();
+        held_while_paused_.reset();
+    }
 
     /// Hands a frame to the connection's send queue (detail/send_queue.hpp); `start` runs
     /// the writer soon, otherwise `owed` tells the cork it must flush().
@@ -238,6 +256,7 @@ private:
     std::atomic<std::size_t> inbound_frames_{0};
     std::atomic<std::size_t> inbound_bytes_{0};
     std::atomic<bool> reading_paused_{false};  ///< set and cleared on the connection strand
+    connection_ptr held_while_paused_;         ///< connection strand
 
     std::atomic<bool> slow_consumer_{false};  ///< its send queue overflowed: closing (1008)
 };

@@ -122,6 +122,7 @@ public:
             if (auto events = self.events_.lock()) events->on_session_open(session);
         }));
         server_.set_close_handler(on_session(weak, [](auto& self, auto& session, auto& con) {
+            session->connection_closed();
             if (auto events = self.events_.lock()) {
                 events->on_session_closed(session, session_type::close_code_of(con));
             }
