@@ -17,6 +17,8 @@ enum class error {
     task_cancelled,       ///< the task was cancelled (send_heartbeat ends with it)
     tls_not_configured,   ///< config::tls without Options::tls_cert and tls_key
     too_many_pending,     ///< a limit on pending operations (Options::max_pending_*) is reached
+    cluster_unavailable,  ///< the other nodes could not be reached (Redis is down or slow)
+    no_backplane,         ///< Options::redis_url is set but the manager was given no backplane
 };
 
 namespace detail {
@@ -34,6 +36,10 @@ public:
                 return "TLS needs a certificate and a key (Options::tls_cert, tls_key)";
             case error::too_many_pending:
                 return "too many pending operations (Options::max_pending_confirmations)";
+            case error::cluster_unavailable:
+                return "the cluster's other nodes cannot be reached";
+            case error::no_backplane:
+                return "redis_url is set, but no backplane was given (wsmanager::cluster::redis)";
         }
         return "unknown wsmanager error";
     }

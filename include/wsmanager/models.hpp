@@ -76,6 +76,17 @@ struct Status {
     double connection_success_rate = 1.0;    ///< opened / (opened + rejected)
     double avg_confirmation_wait_s = 0;      ///< mean time from notify_user to its end
 
+    /// This node's name in a cluster (Options::node_id); empty without a backplane.
+    std::string node_id{};
+    /// The cluster this node belongs to, as the backplane last saw it.
+    struct Cluster {
+        bool enabled = false;    ///< a backplane is configured
+        bool connected = false;  ///< it reaches Redis now
+        std::size_t nodes = 0;   ///< live nodes, this one included
+        std::size_t connections = 0;   ///< open connections on every live node
+        std::size_t users_online = 0;  ///< distinct users on every live node
+    } cluster{};
+
     /// The snapshot as one JSON object, with the field names above.
     std::string to_json() const;
 };

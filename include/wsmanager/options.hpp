@@ -91,10 +91,14 @@ struct Options {
     /// PEM files for config::tls.
     std::string tls_cert{};
     std::string tls_key{};
-    /// Reserved for multi-node fan-out through Redis (redis://host:port), which this version
-    /// does not implement: the value is validated, and start_server logs a warning
-    /// (`redis_url_unused`) when it is set; the server runs as one node.
+    /// The Redis of a cluster, `redis://host:port[/db]` (docs/cluster.md): read by
+    /// wsmanager::cluster::redis(). Set without a backplane, start_server fails
+    /// (error::no_backplane) rather than run as a lone node.
     std::string redis_url{};
+    /// This node's name in the cluster; empty: host name, process id and a random suffix.
+    std::string node_id{};
+    /// Prefix of every Redis key and channel, so clusters can share one Redis.
+    std::string cluster_prefix = "wsm";
 
     /// Serve GET /healthz, /readyz, /metrics and /status (WEBSOCKET_HTTP_ENDPOINTS).
     bool http_endpoints = true;
@@ -127,6 +131,7 @@ struct Options {
      * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_AUTH_PUBLIC_KEY`,
      * `WEBSOCKET_AUTH_ISSUER`, `WEBSOCKET_AUTH_AUDIENCE`, `WEBSOCKET_ALLOWED_ORIGINS`
      * (comma-separated), `WEBSOCKET_TLS_CERT`, `WEBSOCKET_TLS_KEY`, `WEBSOCKET_REDIS_URL`,
+     * `WEBSOCKET_NODE_ID`, `WEBSOCKET_CLUSTER_PREFIX`,
      * `WEBSOCKET_HTTP_ENDPOINTS`, `WEBSOCKET_METRICS_ADDRESS`, `WEBSOCKET_LOG_LEVEL`,
      * `WEBSOCKET_LOG_FORMAT` (`text`, the default, or `json` for JSON lines).
      * Unset variables keep the defaults.

@@ -18,10 +18,10 @@ inline constexpr std::string_view subprotocol = "wsmanager.v1";
 
 /// Error codes of `error` frames.
 enum class ErrorCode { invalid_json, unknown_action, bad_request, unknown_callback, forbidden,
-                       rate_limited, internal };
+                       rate_limited, internal, unavailable };
 
-inline constexpr std::size_t error_code_count = 7;
-static_assert(static_cast<std::size_t>(ErrorCode::internal) + 1 == error_code_count);
+inline constexpr std::size_t error_code_count = 8;
+static_assert(static_cast<std::size_t>(ErrorCode::unavailable) + 1 == error_code_count);
 
 constexpr std::string_view to_string(ErrorCode code) noexcept {
     switch (code) {
@@ -32,6 +32,7 @@ constexpr std::string_view to_string(ErrorCode code) noexcept {
         case ErrorCode::forbidden: return "forbidden";
         case ErrorCode::rate_limited: return "rate_limited";
         case ErrorCode::internal: return "internal";
+        case ErrorCode::unavailable: return "unavailable";  // cluster: try again
     }
     return "internal";
 }

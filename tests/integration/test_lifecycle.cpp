@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -105,35 +106,39 @@ TEST_CASE("start_server while running fails with already_running", "[lifecycle]"
     CHECK(client.hello.has_value());
 }
 
-TEST_CASE("start_server warns about redis_url, which this version does not act on", "[lifecycle]") {
+TEST_CASE("start_server refuses redis_url without a backplane, rather than run alone",
+          "[lifecycle]") {
     // The sink is called one record at a time (LogSink), but read here from the test thread.
     std::mutex mutex;
-    std::vector<std::string> warnings;
+    std::vector<std::string> errors;
     auto options = test_options();
     options.log_level = wsmanager::LogLevel::warning;
     options.log_sink = [&](wsmanager::LogRecord const& record) {
         std::lock_guard lock(mutex);
-        if (record.level == wsmanager::LogLevel::warning) warnings.emplace_back(record.event);
+        if (record.level == wsmanager::LogLevel::error) errors.emplace_back(record.message);
     };
-    auto const warned = [&] {
-        std::lock_guard lock(mutex);
-        return std::count(warnings.begin(), warnings.end(), "redis_url_unused");
-    };
-    SECTION("set: one warning per start") {
+    SECTION("set: start_server fails with error::no_backplane, and nothing listens") {
         options.redis_url = "redis://127.0.0.1:6379";
         Manager manager(options);
-        start(manager);
-        CHECK(warned() == 1);
-        stop(manager);
-        start(manager);
-        CHECK(warned() == 2);
-        stop(manager);
+        auto started = manager.start_server(asio::use_future);
+        CHECK_THROWS_AS(get(std::move(started)), std::system_error);
+        std::promise<std::error_code> again;
+        manager.start_server([&again](std::error_code ec) { again.set_value(ec); });
+        CHECK(get(again.get_future()) == wsmanager::error::no_backplane);
+        CHECK_FALSE(manager.get_status().running);
+        std::lock_guard lock(mutex);
+        REQUIRE_FALSE(errors.empty());
+        CHECK(errors.front().find("backplane") != std::string::npos);
     }
-    SECTION("unset: none") {
+    SECTION("unset: a single node starts") {
         Manager manager(options);
         start(manager);
+        CHECK(manager.get_status().running);
+        CHECK(manager.get_status().node_id.empty());
+        CHECK_FALSE(manager.get_status().cluster.enabled);
         stop(manager);
-        CHECK(warned() == 0);
+        std::lock_guard lock(mutex);
+        CHECK(errors.empty());
     }
 }
 

@@ -958,7 +958,7 @@ TEST_CASE("confirmation_service: what else a directory may answer",
         directory->verdict = decision{decision_verdict::unavailable, {}};
         r.answer(a1, "c1", true);
         REQUIRE(r.rejections.size() == 1);
-        CHECK(r.rejections[0].code == ErrorCode::internal);
+        CHECK(r.rejections[0].code == ErrorCode::unavailable);
         CHECK(done->calls == 0);
         CHECK(r.service.size() == 1);
         directory->verdict.reset();

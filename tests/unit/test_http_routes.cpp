@@ -48,6 +48,7 @@ struct rig {
             status.active_connections = 7;
             return status;
         },
+        [this] { return counters.render_prometheus(); },
         [this](std::function<void(bool)> answer) { probes.push_back(std::move(answer)); }};
     std::vector<HttpResponse> later;  ///< what the responders got
 

@@ -18,6 +18,7 @@
 #include <asio/steady_timer.hpp>
 
 #include <wsmanager/detail/client_request.hpp>
+#include <wsmanager/detail/cluster_link.hpp>
 #include <wsmanager/detail/delivery.hpp>
 #include <wsmanager/detail/metrics.hpp>
 #include <wsmanager/detail/pending_operations.hpp>
@@ -65,7 +66,10 @@ public:
             complete(error::invalid_message, false);
             return;
         }
-        if (delivery_.deliver_local(delivery_target::user(user_id), *framed) == 0) {
+        if (link_ != nullptr) {
+            // The user may be on any node: the ack may come from any of them.
+            delivery_.deliver(delivery_target::user(user_id), *framed);
+        } else if (delivery_.deliver_local(delivery_target::user(user_id), *framed) == 0) {
             complete(std::error_code{}, false);  // nobody to ack it
             return;
         }
@@ -84,6 +88,11 @@ public:
     void acknowledge(client_request const& request, std::string const& message_id) {
         auto const* entry = pending_.find(message_id);
         if (entry == nullptr) {
+            if (link_ != nullptr && !request.sender->anonymous()) {
+                // Perhaps another node's: it checks the user and completes (no answer here).
+                link_->forward_ack(request.sender->user_id(), message_id);
+                return;
+            }
             request.reject(protocol::ErrorCode::unknown_callback,
                            "Unknown or already acknowledged message_id");
             return;
@@ -95,6 +104,17 @@ public:
         manager_counters::add(counters_.acks_received);
         stop(message_id, true, {});
     }
+
+    /// An ack that arrived at another node, from `user_id`.
+    void acknowledge_from_peer(std::string const& user_id, std::string const& message_id) {
+        auto const* entry = pending_.find(message_id);
+        if (entry == nullptr || entry->user_id != user_id) return;
+        manager_counters::add(counters_.acks_received);
+        stop(message_id, true, {});
+    }
+
+    /// Joins a cluster (before start_server).
+    void set_cluster(cluster_link* link) { link_ = link; }
 
     /// Ends one: acked or not, with `ec` (operation_aborted, shutting_down, or success).
     void stop(std::string const& id, bool acked, std::error_code ec) {
@@ -128,6 +148,7 @@ private:
     delivery& delivery_;
     manager_counters& counters_;
     std::weak_ptr<void const> const& lifetime_;  ///< the owner's, set once it is shared
+    cluster_link* link_ = nullptr;
     pending_operations<pending_ack> pending_;
 };
 

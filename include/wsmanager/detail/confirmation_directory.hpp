@@ -46,6 +46,7 @@ enum class decision_verdict : std::uint8_t {
 struct decision {
     decision_verdict verdict = decision_verdict::unknown;
     UserConfirmation winner{};
+    std::string task_id{};  ///< won or lost: the confirmation's task
 };
 
 class confirmation_directory {
@@ -82,7 +83,7 @@ public:
 
     void decide(std::string const&, std::string const&, UserConfirmation const& proposal,
                 bool asked_here, decide_done done) override {
-        done(asked_here ? decision{decision_verdict::won, proposal} : decision{});
+        done(asked_here ? decision{decision_verdict::won, proposal, {}} : decision{});
     }
 
     void pending_elsewhere(std::string const&, pending_done done) override { done({}); }

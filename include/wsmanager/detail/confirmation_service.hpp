@@ -137,16 +137,19 @@ public:
                                   ConfirmationReason::user};
         directory_->decide(
             answer.callback_id, sender.user_id(), proposal, entry != nullptr,
-            [this, request, id = answer.callback_id](decision outcome) {
+            [this, request, id = answer.callback_id,
+             user_id = sender.user_id()](decision outcome) {
                 switch (outcome.verdict) {
-                    case decision_verdict::won: end(id, outcome.winner); return;
-                    case decision_verdict::lost: end(id, outcome.winner); break;
+                    case decision_verdict::won: settle(id, user_id, outcome); return;
+                    case decision_verdict::lost: settle(id, user_id, outcome); break;
                     case decision_verdict::forbidden:
                         request.reject(protocol::ErrorCode::forbidden,
                                        "This confirmation belongs to another user");
                         return;
                     case decision_verdict::unavailable:
-                        request.reject(protocol::ErrorCode::internal,
+                        // Deciding without the cluster could decide twice: the client may
+                        // answer again.
+                        request.reject(protocol::ErrorCode::unavailable,
                                        "Confirmation cannot be decided now; try again");
                         return;
                     case decision_verdict::unknown: break;
@@ -170,11 +173,36 @@ public:
         }
     }
 
-    /// stop_server: every confirmation ends with reason `shutdown`.
-    void end_all(ConfirmationReason reason) {
-        for (auto const& id : pending_.ids()) {
-            propose(id, UserConfirmation{false, std::nullopt, reason});
+    /// stop_server: every confirmation ends with reason `shutdown`; `done` once they all
+    /// have (at once on one node; a cluster decides them in Redis first).
+    void end_all(ConfirmationReason reason, std::function<void()> done = {}) {
+        auto ids = pending_.ids();
+        auto left = std::make_shared<std::size_t>(ids.size() + 1);
+        auto one_more = [left, done = std::move(done)] {
+            if (--*left == 0 && done) done();
+        };
+        for (auto const& id : ids) {
+            propose(id, UserConfirmation{false, std::nullopt, reason}, {}, one_more);
         }
+        one_more();
+    }
+
+    /// A confirmation decided on another node: ends it here if this node asked it, and
+    /// closes the dialog on this node's tabs of the user either way.
+    void decided_elsewhere(std::string const& callback_id, std::string const& user_id,
+                           std::string const& task_id, UserConfirmation const& confirmation) {
+        if (!end(callback_id, confirmation)) {
+            delivery_.deliver_local(
+                delivery_target::user(user_id),
+                codec::confirmation_resolved_frame(callback_id, task_id, confirmation));
+        }
+    }
+
+    /// The confirmations this node asked that are still pending, as the directory keeps them.
+    std::vector<confirmation_record> records() const {
+        std::vector<confirmation_record> all;
+        for (auto const& id : pending_.ids()) all.push_back(record_of(*pending_.find(id)));
+        return all;
     }
 
     /// A new connection of a user: it gets every request still pending for that user (a
@@ -287,23 +315,67 @@ private:
     }
 
     /// This node proposes an ending for one of its confirmations; the directory decides.
-    void propose(std::string const& id, UserConfirmation proposal, std::error_code ec = {}) {
+    /// When it cannot (a cluster without its Redis), a timeout waits and tries again, since
+    /// another node may have decided meanwhile; the host's own endings (per-operation
+    /// cancellation, a cancel, shutdown) end here anyway, see docs/cluster.md.
+    void propose(std::string const& id, UserConfirmation proposal, std::error_code ec = {},
+                 std::function<void()> then = {}) {
         auto const* entry = pending_.find(id);
+        if (entry == nullptr) {
+            if (then) then();
+            return;
+        }
+        directory_->decide(
+            id, entry->user_id, proposal, true,
+            [this, id, ec, proposal, then = std::move(then)](decision outcome) {
+                switch (outcome.verdict) {
+                    case decision_verdict::won: end(id, outcome.winner, ec); break;
+                    case decision_verdict::lost: end(id, outcome.winner); break;
+                    case decision_verdict::unavailable:
+                        if (proposal.reason == ConfirmationReason::timeout ||
+                            proposal.reason == ConfirmationReason::disconnected) {
+                            retry_later(id);
+                        } else {
+                            end(id, proposal, ec);
+                        }
+                        break;
+                    case decision_verdict::unknown:
+                    case decision_verdict::forbidden:
+                        // The directory lost it (a Redis that restarted empty and was not
+                        // reconciled yet): this node still holds it, and decides.
+                        end(id, proposal, ec);
+                        break;
+                }
+                if (then) then();
+            });
+    }
+
+    /// An answer decided (won or lost): ends the entry if this node asked it; otherwise this
+    /// node's tabs of the user still close their dialog (the other nodes hear from Redis).
+    void settle(std::string const& id, std::string const& user_id, decision const& outcome) {
+        if (end(id, outcome.winner)) return;
+        delivery_.deliver_local(
+            delivery_target::user(user_id),
+            codec::confirmation_resolved_frame(id, outcome.task_id, outcome.winner));
+    }
+
+    /// A decision that could not be made: the timer tries again in a second.
+    void retry_later(std::string const& id) {
+        auto* entry = pending_.find(id);
         if (entry == nullptr) return;
-        directory_->decide(id, entry->user_id, proposal, true,
-                           [this, id, ec](decision outcome) {
-                               if (outcome.verdict == decision_verdict::won) {
-                                   end(id, outcome.winner, ec);
-                               } else if (outcome.verdict == decision_verdict::lost) {
-                                   end(id, outcome.winner);
-                               }
-                           });
+        entry->timer->expires_after(std::chrono::seconds(1));
+        entry->timer->async_wait([this, lifetime = lifetime_, id](std::error_code ec) {
+            auto const alive = lifetime.lock();
+            if (ec || !alive) return;
+            on_timer(id);
+        });
     }
 
     /// Ends a confirmation exactly once: the first caller wins, later ones find nothing.
-    void end(std::string const& id, UserConfirmation const& confirmation,
+    /// False when it had ended already (or was never this node's).
+    bool end(std::string const& id, UserConfirmation const& confirmation,
              std::error_code ec = {}) {
-        pending_.complete_once(id, [&](pending_confirmation entry) {
+        return pending_.complete_once(id, [&](pending_confirmation entry) {
             entry.timer->cancel();
             update_gauges();
             auto const waited = std::chrono::duration_cast<std::chrono::microseconds>(

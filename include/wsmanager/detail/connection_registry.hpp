@@ -78,6 +78,14 @@ public:
 
     bool user_online(std::string const& user_id) const { return users_.contains(user_id); }
 
+    /// The users with at least one connection.
+    std::vector<std::string> users() const {
+        std::vector<std::string> ids;
+        ids.reserve(users_.size());
+        for (auto const& [id, sessions] : users_) ids.push_back(id);
+        return ids;
+    }
+
     /// Every connection, in no particular order.
     std::vector<session_ptr> const& all() const noexcept { return all_; }
 

@@ -41,12 +41,14 @@ public:
     using liveness_probe = std::function<void(std::function<void(bool running)>)>;
 
     http_routes(Options const& options, host_hooks& hooks, manager_counters const& counters,
-                logger const& log, std::function<Status()> status, liveness_probe probe)
+                logger const& log, std::function<Status()> status,
+                std::function<std::string()> metrics, liveness_probe probe)
         : options_(options),
           hooks_(hooks),
           counters_(counters),
           log_(log),
           status_(std::move(status)),
+          metrics_(std::move(metrics)),
           probe_(std::move(probe)) {}
 
     /// The host's routes on the WebSocket port; any thread, also while requests run.
@@ -146,7 +148,7 @@ private:
         }
         if (path == "/metrics") {
             return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
-                                counters_.render_prometheus(), {}};
+                                metrics_(), {}};
         }
         if (path == "/status") {
             return HttpResponse{200, "application/json", status_().to_json(), {}};
@@ -164,6 +166,7 @@ private:
     manager_counters const& counters_;
     logger const& log_;
     std::function<Status()> status_;
+    std::function<std::string()> metrics_;
     liveness_probe probe_;
     mutable std::mutex host_handler_mutex_;
     std::shared_ptr<HttpHandler const> host_handler_;  ///< guarded by host_handler_mutex_

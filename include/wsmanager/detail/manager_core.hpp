@@ -29,6 +29,7 @@
 
 #include <wsmanager/action.hpp>
 #include <wsmanager/detail/ack_service.hpp>
+#include <wsmanager/detail/cluster_link.hpp>
 #include <wsmanager/detail/completion.hpp>
 #include <wsmanager/detail/confirmation_service.hpp>
 #include <wsmanager/detail/connection_registry.hpp>
@@ -53,6 +54,7 @@ namespace wsmanager::detail {
 
 class manager_core final : public transport_events,
                            public client_actions,
+                           public cluster_host,
                            public std::enable_shared_from_this<manager_core> {
 public:
     using strand_type = asio::strand<asio::io_context::executor_type>;
@@ -71,12 +73,42 @@ public:
     /// The transport that listens for this core (before start_server).
     void attach(std::shared_ptr<transport> sockets) { transport_ = std::move(sockets); }
 
+    /// Joins a cluster: the link becomes delivery's backplane and the confirmations'
+    /// directory, and carries cancels and acks (before start_server).
+    void set_cluster(std::shared_ptr<cluster_link> link) {
+        link->attach(*this, strand_, logger_, lifetime_);
+        delivery_.set_backplane(std::shared_ptr<backplane>(link, &link->other_nodes()));
+        confirmations_.set_directory(
+            std::shared_ptr<confirmation_directory>(link, &link->directory()));
+        cancellation_.set_cluster(link.get());
+        acks_.set_cluster(link.get());
+        cluster_ = std::move(link);
+    }
+
     // ---- host operations: any thread; each completes through a pending_completion ----------
 
     template <class Handler>
     void start(Handler handler) {
         on_strand(std::move(handler), [](manager_core& self, auto done) {
-            std::move(done).complete(self.start_listening());
+            if (auto ec = self.can_start()) return std::move(done).complete(ec);
+            if (!self.cluster_) return std::move(done).complete(self.start_listening());
+            // The cluster first: a node that listens is one the others can reach.
+            self.phase_ = phase::starting;
+            self.cluster_->start(
+                [weak = self.weak_from_this(),
+                 done = share_completion<void(std::error_code)>(std::move(done))](
+                    std::error_code ec) {
+                    auto core = weak.lock();
+                    if (!core) return done(error::shutting_down);
+                    if (!ec) ec = core->start_listening();
+                    if (ec) core->phase_ = phase::stopped;
+                    done(ec);
+                    // A stop_server that came while starting.
+                    if (!core->stop_waiters_.empty()) {
+                        if (core->phase_ == phase::stopped) return core->finish_stop();
+                        core->begin_stop();
+                    }
+                });
         });
     }
 
@@ -238,7 +270,11 @@ public:
 
     // ---- state, from any thread ------------------------------------------------------------
 
-    std::string metrics_text() const { return counters_->render_prometheus(); }
+    std::string metrics_text() const {
+        auto text = counters_->render_prometheus();
+        if (cluster_) cluster_->render_metrics(text);
+        return text;
+    }
     std::size_t connection_count() const noexcept {
         return counters_->active_connections.load(std::memory_order_relaxed);
     }
@@ -281,6 +317,36 @@ public:
         return routes_.route(request, on, std::move(later));
     }
 
+    // ---- cluster_host: manager strand ------------------------------------------------------
+
+    void deliver_from_peer(delivery_target const& target, Message const& message) override {
+        delivery_.deliver_local(target, message);
+    }
+    void close_from_peer(delivery_target const& target, std::uint16_t code,
+                         std::string const& reason) override {
+        delivery_.close_local(target, code, reason);
+    }
+    void confirmation_decided(std::string const& callback_id, std::string const& user_id,
+                              std::string const& task_id,
+                              UserConfirmation const& decision) override {
+        confirmations_.decided_elsewhere(callback_id, user_id, task_id, decision);
+    }
+    std::vector<confirmation_record> confirmations_held() const override {
+        return confirmations_.records();
+    }
+    cancel_verdict evaluate_cancel(CancelRequest const& request) override {
+        return cancellation_.evaluate(request);
+    }
+    void apply_cancel(std::string const& user_id, std::string const& task_id) override {
+        cancellation_.apply(user_id, task_id);
+    }
+    void acknowledge_from_peer(std::string const& user_id,
+                               std::string const& message_id) override {
+        acks_.acknowledge_from_peer(user_id, message_id);
+    }
+    std::size_t local_connections() const override { return connections_.size(); }
+    std::vector<std::string> local_users() const override { return connections_.users(); }
+
     // ---- client_actions: manager strand ----------------------------------------------------
 
     void subscribe(client_request const& request, codec::SubscriptionAsk ask) override;
@@ -295,7 +361,7 @@ public:
     }
 
 private:
-    enum class phase { stopped, running, stopping };
+    enum class phase { stopped, starting, running, stopping };
 
     manager_core(asio::io_context& context, Options options)
         : options_((options.validate(), std::move(options))),
@@ -308,6 +374,7 @@ private:
           gate_(options_, hooks_, *counters_, *logger_),
           routes_(
               options_, hooks_, *counters_, *logger_, [this] { return status(); },
+              [this] { return metrics_text(); },
               [this](std::function<void(bool)> answer) {
                   with_strand([answer = std::move(answer)](manager_core& self) {
                       answer(self.phase_ == phase::running);
@@ -351,9 +418,12 @@ private:
 
     // ---- server state machine (manager strand) ---------------------------------------------
 
+    std::error_code can_start();
     std::error_code start_listening();
     void begin_stop();
+    void close_sessions();
     void finish_stop_if_idle();
+    void finish_stop();
     void schedule_keepalive();
 
     // ---- connections (manager strand) ------------------------------------------------------
@@ -388,6 +458,7 @@ private:
     asio::steady_timer keepalive_timer_;
     std::weak_ptr<void const> lifetime_;  ///< this core, for the services' timers
     std::shared_ptr<transport> transport_;
+    std::shared_ptr<cluster_link> cluster_;  ///< set before start_server, or none
     std::atomic<std::uint64_t> next_operation_id_{1};
 
     // The rooms; all but the hooks, the gate and the routes live on the manager strand.
@@ -405,6 +476,8 @@ private:
 
     // Manager strand only.
     phase phase_ = phase::stopped;
+    bool closing_sessions_ = false;  ///< stopping: the close frames have been queued
+    bool leaving_cluster_ = false;   ///< stopping: the cluster link is stopping
     subscribe_authorizer subscribe_authorizer_;
     std::vector<std::function<void(std::error_code)>> stop_waiters_;
 };

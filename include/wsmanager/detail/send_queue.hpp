@@ -167,6 +167,11 @@ public:
         waiting_.erase(waiting_.begin(), waiting_.begin() + static_cast<std::ptrdiff_t>(result.frames));
         waiting_bytes_ -= result.bytes;
         in_flight_bytes_ += result.bytes;
+        // Counted as sent when handed to the socket, as a send queue counts what it accepts.
+        if (counters_ && result.frames != 0) {
+            counters_->add(counters_->messages_sent, std::uint64_t{result.frames});
+            counters_->add(counters_->bytes_sent, std::uint64_t{result.payload_bytes});
+        }
         // What waited when the start came was asked for: frames left by a limit still are.
         start_pending_ = !waiting_.empty() && (result.frames == max_frames || result.bytes >= max_bytes);
         cork_owed_ = false;
@@ -174,17 +179,20 @@ public:
         return result;
     }
 
-    /// Writer: a batch taken by take() has left (or failed, `ok` false: counted as failed).
-    void written(take_result const& batch, bool ok) {
+    /// Writer: a batch taken by take() has left the queue's bound (written, or its write
+    /// failed: the socket is broken, and the connection ends).
+    void written(take_result const& batch) {
         std::lock_guard lock(mutex_);
         in_flight_bytes_ -= batch.bytes;
-        if (counters_ == nullptr) return;
-        if (ok) {
-            counters_->add(counters_->messages_sent, std::uint64_t{batch.frames});
-            counters_->add(counters_->bytes_sent, std::uint64_t{batch.payload_bytes});
-        } else {
-            counters_->add(counters_->messages_failed, std::uint64_t{batch.frames});
-        }
+    }
+
+    /// Writer: frames taken but not written after all (the connection closed first): they
+    /// count as failed instead of sent.
+    void count_unsent(std::size_t frames) {
+        std::lock_guard lock(mutex_);
+        if (counters_ == nullptr || frames == 0) return;
+        counters_->messages_sent.fetch_sub(frames, std::memory_order_relaxed);
+        count_failed(frames);
     }
 
     /// Writer: the connection cannot take data frames any more; drops what waits.

@@ -49,8 +49,11 @@ public:
     /// The connection's data frames on their way to the socket.
     send_queue& frames() noexcept { return frames_; }
 
-    /// How the writer asks whether the WebSocket is still open (set once, by the transport).
-    void set_open_check(std::function<bool()> open) { websocket_open_ = std::move(open); }
+    /// How the writer asks whether the WebSocket is closing or closed (set once, by the
+    /// transport).
+    void set_closing_check(std::function<bool()> closing) {
+        websocket_closing_ = std::move(closing);
+    }
 
     /// Any thread: runs the writer on the connection's strand.
     void post_writer() {
@@ -90,10 +93,11 @@ private:
         if (taken.overflowed) frames_before_foreign_ = 0;  // dropped
         if (foreign_pending_) frames_before_foreign_ -= taken.frames;
         bool const with_foreign = foreign_pending_ && frames_before_foreign_ == 0;
-        // Data frames that follow no write of websocketpp's need an open WebSocket: after a
-        // close frame (or a failed write) nothing more may be sent.
-        if (taken.frames != 0 && !with_foreign && (broken_ || !open())) {
-            frames_.written(taken, false);
+        // After the close frame (or a failed write) nothing more may be sent. Frames queued
+        // while websocketpp is about to write its close frame still go: they precede it.
+        if (taken.frames != 0 && !with_foreign && (broken_ || sealed_)) {
+            frames_.written(taken);
+            frames_.count_unsent(taken.frames);
             batch_.clear();
             frames_.drop_waiting();
             frames_.take(batch_, 0, 0);  // goes idle
@@ -116,9 +120,12 @@ private:
                     bool with_foreign) {
         writing_ = false;
         batch_.clear();
-        frames_.written(taken, !ec);
+        frames_.written(taken);
         if (ec) broken_ = true;  // websocketpp learns it from its own read or write
         if (with_foreign) {
+            // A write of websocketpp's once the WebSocket is closing carried the close frame,
+            // or came after it.
+            if (closing()) sealed_ = true;
             foreign_pending_ = false;
             foreign_buffers_.clear();
             auto handler = std::move(foreign_handler_);
@@ -133,10 +140,10 @@ private:
         write_some();
     }
 
-    bool open() const { return !websocket_open_ || websocket_open_(); }
+    bool closing() const { return websocket_closing_ && websocket_closing_(); }
 
     send_queue frames_;
-    std::function<bool()> websocket_open_;
+    std::function<bool()> websocket_closing_;
 
     // Strand only.
     std::vector<frame_ptr> batch_;                  ///< the frames of the write in flight
@@ -147,6 +154,7 @@ private:
     bool foreign_pending_ = false;
     bool writing_ = false;
     bool broken_ = false;  ///< a write failed: the socket takes nothing more
+    bool sealed_ = false;  ///< the close frame has been written: no data after it
 };
 
 /// websocketpp's asio transport endpoint whose connections are owned_write_connection.

@@ -265,8 +265,10 @@ private:
         session->set_subprotocol(con->get_subprotocol());
         con->wsmanager_session = std::move(session);
         con->frames().configure(options_.max_send_buffer, counters_);
-        con->set_open_check([raw = con.get()] {
-            return raw->get_state() == websocketpp::session::state::open;
+        con->set_closing_check([raw = con.get()] {
+            auto const state = raw->get_state();
+            return state == websocketpp::session::state::closing ||
+                   state == websocketpp::session::state::closed;
         });
         return true;
     }

@@ -25,6 +25,16 @@ inline std::string Status::to_json() const {
     w.Key("frames_rejected"); w.Uint64(frames_rejected);
     w.Key("connection_success_rate"); w.Double(connection_success_rate);
     w.Key("avg_confirmation_wait_s"); w.Double(avg_confirmation_wait_s);
+    if (cluster.enabled) {
+        w.Key("node_id"); w.String(node_id.data(), static_cast<rapidjson::SizeType>(node_id.size()));
+        w.Key("cluster");
+        w.StartObject();
+        w.Key("connected"); w.Bool(cluster.connected);
+        w.Key("nodes"); w.Uint64(cluster.nodes);
+        w.Key("connections"); w.Uint64(cluster.connections);
+        w.Key("users_online"); w.Uint64(cluster.users_online);
+        w.EndObject();
+    }
     w.EndObject();
     return {buffer.GetString(), buffer.GetSize()};
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -205,6 +206,8 @@ inline Options Options::from_env() {
         }
         options.redis_url = *v;
     }
+    if (auto v = env_value("WEBSOCKET_NODE_ID")) options.node_id = *v;
+    if (auto v = env_value("WEBSOCKET_CLUSTER_PREFIX")) options.cluster_prefix = *v;
     if (auto v = env_value("WEBSOCKET_HTTP_ENDPOINTS")) {
         options.http_endpoints = parse_env_bool("WEBSOCKET_HTTP_ENDPOINTS", *v);
     }
@@ -260,6 +263,20 @@ inline void Options::validate() const {
     if (max_send_buffer < 1024) fail("max_send_buffer must be at least 1024 bytes");
     if (threads == 0) fail("threads must be at least 1");
     if (max_topics == 0) fail("max_topics must be at least 1");
+    if (!redis_url.empty() && !redis_url.starts_with("redis://")) {
+        fail("redis_url must be a redis://host:port[/db] URL");
+    }
+    auto const plain_name = [](std::string const& text) {
+        return std::all_of(text.begin(), text.end(), [](unsigned char c) {
+            return std::isalnum(c) || c == '-' || c == '_' || c == '.';
+        });
+    };
+    if (!plain_name(node_id) || node_id.size() > 128) {
+        fail("node_id must be at most 128 letters, digits, '-', '_' or '.'");
+    }
+    if (cluster_prefix.empty() || !plain_name(cluster_prefix) || cluster_prefix.size() > 64) {
+        fail("cluster_prefix must be 1 to 64 letters, digits, '-', '_' or '.'");
+    }
     if (max_pending_confirmations_per_user == 0) {
         fail("max_pending_confirmations_per_user must be at least 1");
     }

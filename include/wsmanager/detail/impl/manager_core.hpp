@@ -35,13 +35,30 @@ inline Status manager_core::status() const {
         ended == 0 ? 0.0
                    : static_cast<double>(c.confirmation_wait_total_us.load(relaxed)) / 1e6 /
                          static_cast<double>(ended);
+    if (cluster_) {
+        auto const figures = cluster_->figures();
+        s.node_id = figures.node_id;
+        s.cluster = Status::Cluster{true, figures.connected, figures.nodes, figures.connections,
+                                    figures.users_online};
+    }
     return s;
 }
 
 // ---- server state machine ---------------------------------------------------------------
 
-inline std::error_code manager_core::start_listening() {
+inline std::error_code manager_core::can_start() {
     if (phase_ != phase::stopped) return error::already_running;
+    if (!options_.redis_url.empty() && !cluster_) {
+        // A node that thinks it is alone in a cluster would answer for all of it.
+        logger_->write(LogLevel::error, "start_failed",
+                       "redis_url is set but no backplane was given "
+                       "(WebSocketManager::set_backplane(wsmanager::cluster::redis(options)))");
+        return error::no_backplane;
+    }
+    return {};
+}
+
+inline std::error_code manager_core::start_listening() {
     if (auto ec = transport_->listen()) return ec;
     counters_->port.store(transport_->local_port(), std::memory_order_relaxed);
     counters_->started_at_ms.store(manager_counters::steady_ms(), std::memory_order_relaxed);
@@ -53,11 +70,6 @@ inline std::error_code manager_core::start_listening() {
                        "no auth secret or public key: ?user_id= is trusted as the user's "
                        "identity");
     }
-    if (!options_.redis_url.empty()) {
-        logger_->write(LogLevel::warning, "redis_url_unused",
-                       "redis_url is set, but this version has no multi-node fan-out: "
-                       "messages reach only this node's connections");
-    }
     logger_->write(LogLevel::info, "server_started",
                    "listening on " + options_.host + ":" + std::to_string(local_port()));
     schedule_keepalive();
@@ -67,14 +79,24 @@ inline std::error_code manager_core::start_listening() {
 inline void manager_core::begin_stop() {
     if (phase_ != phase::running) return;
     phase_ = phase::stopping;
+    closing_sessions_ = false;
+    leaving_cluster_ = false;
     counters_->running.store(false, std::memory_order_relaxed);
-    // Pending work ends before the close frames are queued, so clients still see
-    // confirmation_resolved (reason shutdown) on their way out.
-    confirmations_.end_all(ConfirmationReason::shutdown);
-    heartbeats_.end_all(error::shutting_down);
-    acks_.end_all(error::shutting_down);
     transport_->stop_listening();
     keepalive_timer_.cancel();
+    heartbeats_.end_all(error::shutting_down);
+    acks_.end_all(error::shutting_down);
+    // Pending confirmations end before the close frames are queued, so clients still see
+    // confirmation_resolved (reason shutdown) on their way out. In a cluster they are
+    // decided in Redis first: the sessions close once they all have.
+    confirmations_.end_all(ConfirmationReason::shutdown, [weak = weak_from_this()] {
+        if (auto self = weak.lock()) self->close_sessions();
+    });
+}
+
+inline void manager_core::close_sessions() {
+    if (phase_ != phase::stopping || closing_sessions_) return;
+    closing_sessions_ = true;
     delivery_.release_corked();  // the last frames leave before the close frames
     for (auto const& session : connections_.all()) {
         session->close(protocol::close_code::going_away, "Server shutting down");
@@ -85,7 +107,16 @@ inline void manager_core::begin_stop() {
 }
 
 inline void manager_core::finish_stop_if_idle() {
-    if (phase_ != phase::stopping || connections_.size() != 0) return;
+    if (phase_ != phase::stopping || !closing_sessions_ || connections_.size() != 0) return;
+    if (!cluster_) return finish_stop();
+    if (leaving_cluster_) return;
+    leaving_cluster_ = true;
+    cluster_->stop([weak = weak_from_this()] {
+        if (auto self = weak.lock()) self->finish_stop();
+    });
+}
+
+inline void manager_core::finish_stop() {
     phase_ = phase::stopped;
     logger_->write(LogLevel::info, "server_stopped", "");
     auto waiters = std::move(stop_waiters_);
@@ -131,8 +162,11 @@ inline void manager_core::register_session(session_ptr const& session) {
                        "Connection limit per user reached");
         return;
     }
+    bool const first_of_user =
+        !session->anonymous() && !connections_.user_online(session->user_id());
     connections_.add(session);
     update_connection_gauges();
+    if (cluster_ && first_of_user) cluster_->user_online(session->user_id());
     manager_counters::add(counters_->connections_opened);
     logger_->write(LogLevel::debug, "connection_opened", session->remote_endpoint(),
                    session->id(), session->user_id());
@@ -146,8 +180,9 @@ inline void manager_core::unregister_session(session_ptr const& session,
     if (!connections_.contains(session->id())) return;
     topics_.remove_connection(session->id());
     auto const removed = connections_.remove(session->id());
-    if (removed.user_went_offline && phase_ == phase::running) {
-        confirmations_.user_offline(session->user_id());
+    if (removed.user_went_offline) {
+        if (phase_ == phase::running) confirmations_.user_offline(session->user_id());
+        if (cluster_) cluster_->user_offline(session->user_id());
     }
     update_connection_gauges();
     counters_->count_closed(close_code);
