@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -26,6 +27,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include <wsmanager/action.hpp>
+#include <wsmanager/backplane.hpp>
 #include <wsmanager/config.hpp>
 #include <wsmanager/detail/manager_core.hpp>
 #include <wsmanager/detail/websocketpp_transport.hpp>
@@ -81,6 +83,22 @@ public:
      */
     WebSocketManager(asio::any_io_executor const& executor, Options options = Options{})
         : core_(make_core(context_of(executor), std::move(options))) {}
+
+    /**
+     * A manager that owns its io_context, and is one node of a cluster through `backplane`
+     * (wsmanager::cluster::redis(options), <wsmanager/cluster.hpp>).
+     */
+    WebSocketManager(Options options, std::shared_ptr<Backplane> backplane)
+        : WebSocketManager(std::move(options)) {
+        set_backplane(std::move(backplane));
+    }
+
+    /// As above, on the host's executor.
+    WebSocketManager(asio::any_io_executor const& executor, Options options,
+                     std::shared_ptr<Backplane> backplane)
+        : WebSocketManager(executor, std::move(options)) {
+        set_backplane(std::move(backplane));
+    }
 
     /// The original component's constructor: `WebSocketManager(host, port)`, other settings
     /// default, own io_context with one thread.
@@ -416,6 +434,22 @@ public:
      */
     void on_http(HttpHandler handler) { core_->set_http_handler(std::move(handler)); }
 
+    /**
+     * Makes this manager one node of a cluster (docs/cluster.md): broadcasts, user messages,
+     * topics, heartbeats, disconnects, confirmations and cancels reach every node. Once,
+     * before the first start_server.
+     * @throws std::logic_error when the server has been started, or a backplane was set.
+     */
+    void set_backplane(std::shared_ptr<Backplane> backplane) {
+        if (!backplane) throw std::invalid_argument("WebSocketManager::set_backplane: null");
+        if (has_backplane_ || core_->local_port() != 0 || core_->status().running) {
+            throw std::logic_error(
+                "WebSocketManager::set_backplane: once, before the first start_server");
+        }
+        has_backplane_ = true;
+        core_->set_cluster(std::move(backplane));
+    }
+
     /// The Prometheus text exposition of every metric, as GET /metrics serves it.
     std::string metrics_text() const { return core_->metrics_text(); }
 
@@ -453,6 +487,7 @@ private:
     std::shared_ptr<core_type> core_;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> owned_work_;
     std::vector<std::thread> threads_;
+    bool has_backplane_ = false;
 };
 
 }  // namespace wsmanager

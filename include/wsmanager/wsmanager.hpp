@@ -6,6 +6,7 @@
 // brings in Asio's SSL layer; include it where wss:// is served).
 
 #include <wsmanager/action.hpp>
+#include <wsmanager/backplane.hpp>
 #include <wsmanager/config.hpp>
 #include <wsmanager/error.hpp>
 #include <wsmanager/handshake.hpp>

@@ -18,7 +18,8 @@
 #include <system_error>
 #include <vector>
 
-#include <asio/any_io_executor.hpp>
+#include <asio/io_context.hpp>
+#include <asio/strand.hpp>
 
 #include <wsmanager/detail/backplane.hpp>
 #include <wsmanager/detail/confirmation_directory.hpp>
@@ -48,9 +49,11 @@ public:
     virtual void close_from_peer(delivery_target const& target, std::uint16_t code,
                                  std::string const& reason) = 0;
     /// A confirmation was decided on another node (or dismissed for a node that died).
+    /// `here`: this node made the decision (its own news, back from Redis): only a
+    /// confirmation still pending here ends; the tabs were told when it was decided.
     virtual void confirmation_decided(std::string const& callback_id,
                                       std::string const& user_id, std::string const& task_id,
-                                      UserConfirmation const& decision) = 0;
+                                      UserConfirmation const& decision, bool here) = 0;
     /// The confirmations this node asked that are still pending (to reconcile with a Redis
     /// that lost them).
     virtual std::vector<confirmation_record> confirmations_held() const = 0;
@@ -83,7 +86,7 @@ public:
     virtual ~cluster_link() = default;
 
     /// Once, before start_server.
-    virtual void attach(cluster_host& host, asio::any_io_executor strand,
+    virtual void attach(cluster_host& host, asio::strand<asio::io_context::executor_type> strand,
                         std::shared_ptr<logger const> log,
                         std::weak_ptr<void const> const& lifetime) = 0;
 

@@ -12,6 +12,8 @@
 // Manager strand only: every member, every timer.
 
 #include <algorithm>
+#include <deque>
+#include <unordered_set>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -190,11 +192,10 @@ public:
     /// A confirmation decided on another node: ends it here if this node asked it, and
     /// closes the dialog on this node's tabs of the user either way.
     void decided_elsewhere(std::string const& callback_id, std::string const& user_id,
-                           std::string const& task_id, UserConfirmation const& confirmation) {
-        if (!end(callback_id, confirmation)) {
-            delivery_.deliver_local(
-                delivery_target::user(user_id),
-                codec::confirmation_resolved_frame(callback_id, task_id, confirmation));
+                           std::string const& task_id, UserConfirmation const& confirmation,
+                           bool decided_here = false) {
+        if (!end(callback_id, confirmation) && !decided_here) {
+            tell_tabs(callback_id, user_id, task_id, confirmation);
         }
     }
 
@@ -354,9 +355,21 @@ private:
     /// node's tabs of the user still close their dialog (the other nodes hear from Redis).
     void settle(std::string const& id, std::string const& user_id, decision const& outcome) {
         if (end(id, outcome.winner)) return;
-        delivery_.deliver_local(
-            delivery_target::user(user_id),
-            codec::confirmation_resolved_frame(id, outcome.task_id, outcome.winner));
+        tell_tabs(id, user_id, outcome.task_id, outcome.winner);
+    }
+
+    /// `confirmation_resolved` to this node's tabs of the user, once per confirmation: a
+    /// decision can reach a node twice (its own answer's verdict, then the winner's news).
+    void tell_tabs(std::string const& id, std::string const& user_id, std::string const& task_id,
+                   UserConfirmation const& confirmation) {
+        if (!told_.insert(id).second) return;
+        told_order_.push_back(id);
+        if (told_order_.size() > max_told) {
+            told_.erase(told_order_.front());
+            told_order_.pop_front();
+        }
+        delivery_.deliver_local(delivery_target::user(user_id),
+                                codec::confirmation_resolved_frame(id, task_id, confirmation));
     }
 
     /// A decision that could not be made: the timer tries again in a second.
@@ -385,9 +398,7 @@ private:
                        "task " + entry.task_id + ": " + std::string(to_string(confirmation.reason)),
                        0, entry.user_id);
             // Every tab of the user closes its dialog, whoever answered and however it ended.
-            delivery_.deliver_local(
-                delivery_target::user(entry.user_id),
-                codec::confirmation_resolved_frame(id, entry.task_id, confirmation));
+            tell_tabs(id, entry.user_id, entry.task_id, confirmation);
             entry.complete(ec, confirmation);
         });
     }
@@ -406,6 +417,10 @@ private:
     std::weak_ptr<void const> const& lifetime_;  ///< the owner's, set once it is shared
     std::shared_ptr<confirmation_directory> directory_;
     pending_operations<pending_confirmation> pending_;
+    // The confirmations whose end this node's tabs were told of, the latest max_told.
+    static constexpr std::size_t max_told = 4096;
+    std::unordered_set<std::string> told_;
+    std::deque<std::string> told_order_;
 };
 
 }  // namespace wsmanager::detail

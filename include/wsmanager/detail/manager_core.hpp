@@ -327,9 +327,9 @@ public:
         delivery_.close_local(target, code, reason);
     }
     void confirmation_decided(std::string const& callback_id, std::string const& user_id,
-                              std::string const& task_id,
-                              UserConfirmation const& decision) override {
-        confirmations_.decided_elsewhere(callback_id, user_id, task_id, decision);
+                              std::string const& task_id, UserConfirmation const& decision,
+                              bool here) override {
+        confirmations_.decided_elsewhere(callback_id, user_id, task_id, decision, here);
     }
     std::vector<confirmation_record> confirmations_held() const override {
         return confirmations_.records();
