@@ -44,9 +44,9 @@ struct Options {
 
     /// Largest client frame accepted; larger ones close the connection with 1009.
     std::size_t max_message_size = 64 * 1024;
-    /// Bytes that may wait for one connection: in its outbox, and again in websocketpp's
-    /// send queue (so at most twice this). A frame that does not fit is dropped (counted as
-    /// failed) and the connection, a client that does not read, is closed with 1008.
+    /// Bytes one connection may hold on their way to its socket (frames waiting and the write
+    /// in flight, headers included). A frame that does not fit is dropped (counted as failed)
+    /// and the connection, a client that does not read, is closed with 1008.
     std::size_t max_send_buffer = 4 * 1024 * 1024;
     /// Client frames one connection may send per second (bursts of twice that); frames over
     /// it get a `rate_limited` error and are ignored. 0 disables the limit.

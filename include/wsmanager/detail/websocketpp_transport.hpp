@@ -103,6 +103,12 @@ public:
         server_.set_pong_timeout(options_.ping_timeout.count());
         server_.set_max_http_body_size(options_.max_http_body_size);
         server_.set_user_agent(options_.server_name);
+        // No Nagle: a lone frame leaves at once (the cork gathers bursts itself), and no
+        // 40 ms wait for a delayed ACK behind a small write.
+        server_.set_socket_init_handler([](websocketpp::connection_hdl, auto& socket) {
+            std::error_code ignored;
+            lowest_layer(socket).set_option(asio::ip::tcp::no_delay(true), ignored);
+        });
     }
 
     websocketpp_transport(websocketpp_transport const&) = delete;
@@ -206,6 +212,16 @@ public:
     std::uint16_t local_port() const override { return bound_port_; }
 
 private:
+    /// The TCP socket under a plain or a TLS stream.
+    template <class Socket>
+    static auto& lowest_layer(Socket& socket) {
+        if constexpr (requires { socket.lowest_layer(); }) {
+            return socket.lowest_layer();
+        } else {
+            return socket;
+        }
+    }
+
     /// A websocketpp handler that looks up the connection's session and calls
     /// `f(transport&, session_ptr&, connection&)`.
     template <class F>
