@@ -126,6 +126,11 @@ stage_tsan() {
     # Only the multi-threaded tests run here, so only what they need is built (tests of
     # targets not built stay unlabelled, so -L threaded leaves them out).
     local -a build_targets=(wsmanager_integration_tests)
+    # The cluster's tests, when the Redis backplane is built (hiredis is there: the
+    # installers put it there).
+    if [[ -f /usr/include/hiredis/async.h ]]; then
+        build_targets+=(wsmanager_cluster_tests wsmanager_cluster_node_tests)
+    fi
     configure_and_build build/tsan \
         -DCMAKE_BUILD_TYPE=Debug \
         "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" \

@@ -5,6 +5,7 @@
 // tests/cluster/cluster_deployment_test.py.
 
 #include <atomic>
+#include <istream>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -12,7 +13,13 @@
 #include <thread>
 #include <vector>
 
+#include <asio/connect.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/read.hpp>
+#include <asio/read_until.hpp>
+#include <asio/streambuf.hpp>
 #include <asio/use_future.hpp>
+#include <asio/write.hpp>
 #include <catch2/catch.hpp>
 
 #include <wsmanager/cluster.hpp>
@@ -280,4 +287,210 @@ TEST_CASE("cluster: a cancel on B reaches the owner's on_cancel on A",
     CHECK(watcher_a->expect_silence(silence_window));
     stop(*a.manager);
     stop(*b.manager);
+}
+
+namespace nodes_test {
+
+/// A blocking RESP exchange with the test's redis-server: one command, its reply flattened
+/// to strings (an integer as its digits, nil as "(nil)"). For the test's own checks only.
+inline std::vector<std::string> redis_command(int port, std::vector<std::string> const& argv) {
+    asio::io_context io;
+    asio::ip::tcp::socket socket(io);
+    socket.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
+    std::string out = "*" + std::to_string(argv.size()) + "\r\n";
+    for (auto const& a : argv) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+    asio::write(socket, asio::buffer(out));
+    asio::streambuf buffer;
+    std::istream in(&buffer);
+    auto line = [&] {
+        asio::read_until(socket, buffer, "\r\n");
+        std::string l;
+        std::getline(in, l);
+        if (!l.empty() && l.back() == '\r') l.pop_back();
+        return l;
+    };
+    auto bulk = [&](long size) {
+        if (size < 0) return std::string("(nil)");
+        while (buffer.size() < static_cast<std::size_t>(size) + 2) {
+            asio::read(socket, buffer, asio::transfer_at_least(1));
+        }
+        std::string s(static_cast<std::size_t>(size), '\0');
+        in.read(s.data(), size);
+        in.ignore(2);
+        return s;
+    };
+    std::vector<std::string> reply;
+    auto const first = line();
+    if (first.empty()) return reply;
+    if (first[0] == '*') {
+        auto const n = std::stol(first.substr(1));
+        for (long i = 0; i < n; ++i) {
+            auto const item = line();
+            reply.push_back(item[0] == '$' ? bulk(std::stol(item.substr(1))) : item.substr(1));
+        }
+    } else if (first[0] == '$') {
+        reply.push_back(bulk(std::stol(first.substr(1))));
+    } else {
+        reply.push_back(first.substr(1));
+    }
+    return reply;
+}
+
+inline std::vector<std::string> keys(redis_server const& redis) {
+    return redis_command(redis.port(), {"KEYS", "*"});
+}
+
+}  // namespace nodes_test
+
+TEST_CASE("cluster: Redis killed and restarted: local delivery goes on, cross-node resumes, "
+          "no confirmation is lost or decided twice",
+          "[cluster][nodes][faults][threaded]") {
+    redis_server redis;
+    node a(redis, "a");
+    node b(redis, "b");
+    REQUIRE(cluster_of({&a, &b}, 2));
+    auto tab_a = connect_client(a.port(), "user_id=alice");
+    auto tab_b = connect_client(b.port(), "user_id=alice");
+    REQUIRE(tab_a.hello);
+    REQUIRE(tab_b.hello);
+    // A confirmation pending on A when Redis goes (and comes back empty: no persistence).
+    auto decision = a.manager->notify_user(step(), "alice", "task-r", 1, 30s, asio::use_future);
+    auto request = tab_b->next_of_type("task_step_result");
+    REQUIRE(request);
+    REQUIRE(tab_a->next_of_type("task_step_result"));
+    auto const id = *string_member(*request, "callback_id");
+
+    redis.kill();
+    REQUIRE(wait_until([&] { return !a.manager->get_status().cluster.connected; }, 10s));
+    // Local delivery goes on; the other nodes cannot be reached, and the host is told.
+    auto broadcast = a.manager->broadcast_message(json_message(R"({"type":"local"})"),
+                                                  asio::use_future);
+    CHECK_THROWS_AS(get(std::move(broadcast)), std::system_error);
+    CHECK(tab_a->next_of_type("local"));
+    CHECK(tab_b->expect_silence(silence_window));
+    // An answer that cannot be decided is refused with `unavailable`: the client may retry.
+    REQUIRE(tab_b->send_text(R"({"action":"confirm","callback_id":")" + id +
+                             R"(","proceed":true,"request_id":"early"})"));
+    auto refused = tab_b->next_of_type("error");
+    REQUIRE(refused);
+    CHECK(*string_member(*refused, "code") == "unavailable");
+    CHECK(decision.wait_for(0s) != std::future_status::ready);
+    // A new confirmation cannot be recorded: an error, never a decision.
+    auto unrecorded = a.manager->notify_user(step(), "alice", "task-u", 2, 30s, asio::use_future);
+    CHECK_THROWS_AS(get(std::move(unrecorded)), std::system_error);
+
+    redis.restart();
+    REQUIRE(cluster_of({&a, &b}, 2));
+    // Cross-node delivery resumes.
+    get(a.manager->broadcast_message(json_message(R"({"type":"again"})"), asio::use_future));
+    CHECK(tab_a->next_of_type("again"));
+    CHECK(tab_b->next_of_type("again"));
+    // A reconciled the confirmation Redis lost: B's answer decides it, once.
+    std::optional<rapidjson::Document> resolved;
+    REQUIRE(wait_until(
+        [&] {
+            tab_b->send_text(R"({"action":"confirm","callback_id":")" + id +
+                             R"(","proceed":true,"feedback":"after"})");
+            auto frame = tab_b->next_json(1000ms);
+            while (frame && frame_type(*frame) != "confirmation_resolved" &&
+                   frame_type(*frame) != "error") {
+                frame = tab_b->next_json(1000ms);
+            }
+            if (frame && frame_type(*frame) == "confirmation_resolved") resolved = std::move(frame);
+            return resolved.has_value();
+        },
+        15s));
+    auto const answer = get(std::move(decision), 10s);
+    CHECK(answer.proceed);
+    CHECK(answer.feedback == std::optional<std::string>("after"));
+    CHECK(answer.reason == wsmanager::ConfirmationReason::user);
+    CHECK(wait_until([&] { return a.manager->get_status().pending_callbacks == 0; }));
+    auto const metrics = a.manager->metrics_text();
+    CHECK(metrics.find("wsmanager_cluster_reconnects_total 0\n") == std::string::npos);
+    stop(*a.manager);
+    stop(*b.manager);
+}
+
+TEST_CASE("cluster: CLIENT KILL TYPE pubsub: the node resubscribes and hears the others again",
+          "[cluster][nodes][faults][threaded]") {
+    redis_server redis;
+    node a(redis, "a");
+    node b(redis, "b");
+    REQUIRE(cluster_of({&a, &b}, 2));
+    auto tab_b = connect_client(b.port(), "user_id=alice");
+    REQUIRE(tab_b.hello);
+    auto const killed = redis_command(redis.port(), {"CLIENT", "KILL", "TYPE", "pubsub"});
+    REQUIRE_FALSE(killed.empty());
+    CHECK(std::stoi(killed[0]) >= 2);
+    // Within a few reconnect attempts B hears A again.
+    bool heard = false;
+    for (int attempt = 0; attempt < 40 && !heard; ++attempt) {
+        try {
+            get(a.manager->broadcast_message(json_message(R"({"type":"back"})"),
+                                             asio::use_future));
+        } catch (std::system_error const&) {
+            // A reconnecting itself: cluster_unavailable for a moment.
+        }
+        heard = tab_b->next_of_type("back", 250ms).has_value();
+    }
+    CHECK(heard);
+    stop(*a.manager);
+    stop(*b.manager);
+}
+
+TEST_CASE("cluster: a node starts while Redis is unreachable, alone, and joins when it appears",
+          "[cluster][nodes][faults][threaded]") {
+    redis_server redis;
+    redis.stop();
+    node a(redis, "a");  // start_server succeeds: degraded, not failed
+    auto status = a.manager->get_status();
+    CHECK(status.running);
+    CHECK(status.cluster.enabled);
+    CHECK_FALSE(status.cluster.connected);
+    CHECK(status.node_id == "a");
+    auto tab = connect_client(a.port(), "user_id=alice");
+    REQUIRE(tab.hello);
+    CHECK(ping_pong(*tab));
+    redis.restart();
+    node b(redis, "b");
+    REQUIRE(cluster_of({&a, &b}, 2));
+    get(b.manager->send_to_user("alice", json_message(R"({"type":"joined"})"), asio::use_future));
+    CHECK(tab->next_of_type("joined"));
+    stop(*a.manager);
+    stop(*b.manager);
+}
+
+TEST_CASE("cluster: a dead node is reaped: its confirmations dismissed on every tab, the "
+          "cluster counts one node less, no keys left at the end",
+          "[cluster][nodes][faults][threaded]") {
+    redis_server redis;
+    node a(redis, "a");
+    REQUIRE(cluster_of({&a}, 1));
+    auto tab = connect_client(a.port(), "user_id=alice");
+    REQUIRE(tab.hello);
+    // A node "ghost" that asked alice to confirm, then died: its records, its heartbeat
+    // long expired (as a node killed with SIGKILL leaves them).
+    redis_command(redis.port(), {"ZADD", "wsmtest:nodes", "1", "ghost"});
+    redis_command(redis.port(), {"HSET", "wsmtest:conf:g1", "state", "pending", "user", "alice",
+                                 "task", "ghost-task", "step", "1", "owner", "ghost", "expires",
+                                 "9999999999999", "result",
+                                 R"({"step":"s","result":null,"completed":false,"message":"m",)"
+                                 R"("status":"waiting","error_code":null,"error_message":null})"});
+    redis_command(redis.port(), {"SADD", "wsmtest:user:alice:conf", "g1"});
+    redis_command(redis.port(), {"SADD", "wsmtest:node:ghost:conf", "g1"});
+    auto dismissed = tab->next_of_type("confirmation_resolved", 10s);
+    REQUIRE(dismissed);
+    CHECK(*string_member(*dismissed, "callback_id") == "g1");
+    CHECK(*string_member(*dismissed, "reason") == "shutdown");
+    CHECK_FALSE((*dismissed)["proceed"].GetBool());
+    CHECK(redis_command(redis.port(), {"ZSCORE", "wsmtest:nodes", "ghost"}) ==
+          std::vector<std::string>{"(nil)"});
+    CHECK(a.manager->get_status().cluster.nodes == 1);
+    stop(*a.manager);
+    // Decided confirmations expire by themselves (RedisOptions::decided_kept); nothing else
+    // of this cluster stays.
+    for (auto const& key : keys(redis)) {
+        INFO(key);
+        CHECK(key.rfind("wsmtest:conf:", 0) == 0);
+    }
 }
