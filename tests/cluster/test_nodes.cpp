@@ -494,3 +494,52 @@ TEST_CASE("cluster: a dead node is reaped: its confirmations dismissed on every 
         CHECK(key.rfind("wsmtest:conf:", 0) == 0);
     }
 }
+
+TEST_CASE("cluster: a slow Redis: local delivery goes on, cross-node calls report "
+          "cluster_unavailable, then the cluster recovers",
+          "[cluster][nodes][faults][threaded]") {
+    redis_server redis;
+    node a(redis, "a");
+    node b(redis, "b");
+    REQUIRE(cluster_of({&a, &b}, 2));
+    auto tab_a = connect_client(a.port(), "user_id=alice");
+    auto tab_b = connect_client(b.port(), "user_id=bob");
+    REQUIRE(tab_a.hello);
+    REQUIRE(tab_b.hello);
+    // A script that keeps Redis busy for about four seconds: longer than the backplane's
+    // command timeout (2 s), shorter than Redis' own script limit (5 s).
+    std::thread busy([port = redis.port()] {
+        try {
+            redis_command(port, {"EVAL",
+                                 "local t = redis.call('TIME') local stop = t[1] + 4 "
+                                 "while tonumber(redis.call('TIME')[1]) < stop do end return 1",
+                                 "0"});
+        } catch (std::exception const&) {
+        }
+    });
+    std::this_thread::sleep_for(200ms);
+    auto local = a.manager->broadcast_message(json_message(R"({"type":"slow"})"),
+                                              asio::use_future);
+    CHECK(tab_a->next_of_type("slow", 3s));  // at once, whatever Redis does
+    bool unavailable = false;
+    try {
+        get(std::move(local), 15s);
+    } catch (std::system_error const& e) {
+        unavailable = e.code() == wsmanager::error::cluster_unavailable;
+    }
+    CHECK(unavailable);
+    busy.join();
+    REQUIRE(cluster_of({&a, &b}, 2));
+    bool heard = false;
+    for (int attempt = 0; attempt < 40 && !heard; ++attempt) {
+        try {
+            get(a.manager->broadcast_message(json_message(R"({"type":"fast"})"),
+                                             asio::use_future));
+        } catch (std::system_error const&) {
+        }
+        heard = tab_b->next_of_type("fast", 250ms).has_value();
+    }
+    CHECK(heard);
+    stop(*a.manager);
+    stop(*b.manager);
+}
