@@ -543,3 +543,28 @@ TEST_CASE("cluster: a slow Redis: local delivery goes on, cross-node calls repor
     stop(*a.manager);
     stop(*b.manager);
 }
+
+TEST_CASE("cluster: a node restarted under the same node id is heard again",
+          "[cluster][nodes][threaded]") {
+    // Deployments name their nodes (WEBSOCKET_NODE_ID=node-1): the restarted process counts
+    // its envelopes from 1 again, and its peers must not take them for duplicates.
+    redis_server redis;
+    auto a = std::make_unique<node>(redis, "a");
+    node b(redis, "b");
+    REQUIRE(cluster_of({a.get(), &b}, 2));
+    auto tab = connect_client(b.port(), "user_id=bob");
+    REQUIRE(tab.hello);
+    for (int i = 0; i < 5; ++i) {
+        get(a->manager->broadcast_message(json_message(R"({"type":"before"})"),
+                                          asio::use_future));
+        CHECK(tab->next_of_type("before"));
+    }
+    stop(*a->manager);
+    a.reset();
+    a = std::make_unique<node>(redis, "a");
+    REQUIRE(cluster_of({a.get(), &b}, 2));
+    get(a->manager->broadcast_message(json_message(R"({"type":"after"})"), asio::use_future));
+    CHECK(tab->next_of_type("after"));
+    stop(*a->manager);
+    stop(*b.manager);
+}

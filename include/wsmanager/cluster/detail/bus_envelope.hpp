@@ -5,7 +5,8 @@
 // a one-line JSON header (who sent it, its sequence number, what kind of news, and that
 // kind's fields) and, for a message, the message's JSON text after the newline, as the host
 // built it. The header names the origin node, so a node ignores its own, and a sequence
-// number per origin, so a duplicate is dropped. The Lua scripts write the `decided` header
+// number per origin and incarnation (a process: a node restarted under the same node id
+// counts from 1 again), so a duplicate is dropped. The Lua scripts write the `decided` header
 // themselves (scripts.hpp), with the same field names. docs/cluster.md lists them.
 //
 // Plain functions: any thread.
@@ -41,6 +42,7 @@ inline constexpr std::string_view probe = "pr";          ///< a node checks its 
 /// One envelope, decoded. Fields a kind does not use stay empty.
 struct envelope {
     std::string origin;
+    std::string incarnation;     ///< the origin's process; empty when written by a script
     std::uint64_t sequence = 0;  ///< 0: written by a script (not deduplicated)
     std::string kind;
     std::int64_t sent_ms = 0;    ///< the sender's wall clock, for the cross-node latency
@@ -58,9 +60,9 @@ struct envelope {
 
 /// Writes the header; `fill(writer)` adds the kind's fields.
 template <class Fill>
-std::string encode_envelope(std::string_view origin, std::uint64_t sequence,
-                            std::string_view news, std::int64_t sent_ms, Fill fill,
-                            std::string_view body = {}) {
+std::string encode_envelope(std::string_view origin, std::string_view incarnation,
+                            std::uint64_t sequence, std::string_view news,
+                            std::int64_t sent_ms, Fill fill, std::string_view body = {}) {
     rapidjson::StringBuffer buffer;
     rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
     auto key = [&](char const* name) { w.Key(name); };
@@ -70,6 +72,7 @@ std::string encode_envelope(std::string_view origin, std::uint64_t sequence,
     w.StartObject();
     key("v"); w.Int(1);
     key("o"); text(origin);
+    key("i"); text(incarnation);
     key("s"); w.Uint64(sequence);
     key("k"); text(news);
     key("ts"); w.Int64(sent_ms);
@@ -176,16 +179,24 @@ inline std::optional<envelope> decode_envelope(std::string_view payload) {
     if (number("v") != 1) return std::nullopt;
     envelope e;
     e.origin = text("o");
+    e.incarnation = text("i");
     e.sequence = static_cast<std::uint64_t>(number("s"));
     e.kind = text("k");
     e.sent_ms = number("ts");
     if (e.origin.empty() || e.kind.empty()) return std::nullopt;
     auto const t = text("t");
     using scope = delivery_target::kind;
-    e.target.scope = t == "u" ? scope::user
-                     : t == "p" ? scope::topic
-                     : t == "b" ? scope::user_and_topic
-                                : scope::everyone;
+    if (t == "e") {
+        e.target.scope = scope::everyone;
+    } else if (t == "u") {
+        e.target.scope = scope::user;
+    } else if (t == "p") {
+        e.target.scope = scope::topic;
+    } else if (t == "b") {
+        e.target.scope = scope::user_and_topic;
+    } else if (e.kind == kind::message || e.kind == kind::close) {
+        return std::nullopt;  // never guess a target: a wrong guess reaches everyone
+    }
     e.target.user_id = text("u");
     e.target.topic = text("p");
     e.close_code = static_cast<std::uint16_t>(number("c"));

@@ -81,6 +81,7 @@ public:
         : settings_(settings),
           url_(redis_url::parse(options.redis_url, "redis_url")),
           node_id_(options.node_id.empty() ? default_node_id() : options.node_id),
+          incarnation_(random_id().substr(0, 12)),
           layout_{options.cluster_prefix} {}
 
     // ---- cluster_link ----------------------------------------------------------------------
@@ -278,7 +279,8 @@ private:
             if (done) done(error::cluster_unavailable);
             return;
         }
-        auto payload = encode_envelope(node_id_, ++sequence_, news, wall_ms(), fill, body);
+        auto payload =
+            encode_envelope(node_id_, incarnation_, ++sequence_, news, wall_ms(), fill, body);
         link_->publish(channel.empty() ? layout_.bus() : channel, std::move(payload),
                        [this, weak = weak_from_this(), done = std::move(done)](std::error_code ec) {
                            auto self = weak.lock();
@@ -305,6 +307,7 @@ private:
     void schedule_heartbeat();
     void heartbeat();
     void reconcile();
+    void forget_quiet_peers();
     void finish_cancel(std::string const& request_id);
 
     /// A cancel this node asked the others about.
@@ -318,6 +321,7 @@ private:
     RedisOptions settings_;
     redis_url url_;
     std::string node_id_;
+    std::string incarnation_;  ///< this process, among the node id's restarts
     redis_layout layout_;
     cluster_host* host_ = nullptr;
     std::shared_ptr<logger const> log_;
@@ -333,7 +337,14 @@ private:
 
     // Manager strand.
     std::uint64_t sequence_ = 0;
-    std::unordered_map<std::string, std::uint64_t> last_sequence_;  ///< by origin: dedupe
+    /// The last sequence number heard from a peer's process, to drop duplicates.
+    struct peer_sequence {
+        std::string incarnation;
+        std::uint64_t last = 0;
+        std::chrono::steady_clock::time_point heard;
+    };
+    std::unordered_map<std::string, peer_sequence> peers_;  ///< by node id
+    bool warned_same_id_ = false;
     std::map<std::string, cancel_round> cancels_;
     bool reconcile_due_ = false;
     bool stopping_ = false;

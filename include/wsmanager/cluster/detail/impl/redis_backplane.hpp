@@ -192,11 +192,25 @@ inline void redis_backplane::received(std::string const& channel, std::string co
         return;
     }
     manager_counters::add(received_);
-    bool const mine = news->origin == node_id_;
+    bool mine = news->origin == node_id_;
+    if (mine && !news->incarnation.empty() && news->incarnation != incarnation_) {
+        // Two processes under one node id share an inbox and take each other's news for
+        // their own: a deployment error, said once, and this news treated as a peer's.
+        if (!std::exchange(warned_same_id_, true)) {
+            log_->write(LogLevel::error, "cluster_node_id_taken",
+                        "another process runs as node " + node_id_ +
+                            ": give each node its own node_id (WEBSOCKET_NODE_ID)");
+        }
+        mine = false;
+    }
     if (news->sequence != 0 && !mine) {
-        auto& last = last_sequence_[news->origin];
-        if (news->sequence <= last) return;  // a duplicate
-        last = news->sequence;
+        auto& peer = peers_[news->origin];
+        if (peer.incarnation != news->incarnation) {
+            peer = peer_sequence{news->incarnation, 0, {}};  // restarted: counts from 1 again
+        }
+        if (news->sequence <= peer.last) return;  // a duplicate
+        peer.last = news->sequence;
+        peer.heard = std::chrono::steady_clock::now();
     }
     if (news->sent_ms > 0) {
         auto const delay = static_cast<double>(wall_ms() - news->sent_ms) / 1000.0;
@@ -280,6 +294,7 @@ inline void redis_backplane::heartbeat() {
             auto number = [](redis_value const& x) {
                 return x.is_integer() ? static_cast<std::size_t>(std::max(0LL, x.as_integer())) : 0;
             };
+            forget_quiet_peers();
             nodes_.store(number(v[0]));
             connections_.store(number(v[1]));
             users_.store(number(v[2]));
@@ -294,6 +309,7 @@ inline void redis_backplane::heartbeat() {
                                guarded([this, id](std::error_code reap_ec, redis_value const& n) {
                                    if (reap_ec || !n.is_integer() || n.as_integer() < 0) return;
                                    manager_counters::add(reaped_);
+                                   peers_.erase(id);
                                    log_->write(LogLevel::warning, "cluster_node_dead",
                                                "node " + id + " stopped heartbeating; " +
                                                    std::to_string(n.as_integer()) +
@@ -306,6 +322,16 @@ inline void redis_backplane::heartbeat() {
                 reconcile();
             }
         }));
+}
+
+inline void redis_backplane::forget_quiet_peers() {
+    // Nodes that stopped cleanly reap themselves and are never heard of again; their
+    // entries go after a while. A quiet peer that speaks later starts a new entry, which
+    // only gives up deduplicating its first envelope.
+    auto const now = std::chrono::steady_clock::now();
+    auto const quiet = std::max(std::chrono::milliseconds(std::chrono::minutes(10)),
+                                settings_.node_ttl * 10);
+    std::erase_if(peers_, [&](auto const& entry) { return now - entry.second.heard > quiet; });
 }
 
 inline void redis_backplane::reconcile() {
