@@ -99,6 +99,11 @@ struct Options {
     std::string node_id{};
     /// Prefix of every Redis key and channel, so clusters can share one Redis.
     std::string cluster_prefix = "wsm";
+    /// In a cluster, a confirmation whose timeout (or disconnect deadline) comes while Redis
+    /// cannot be reached waits this long for Redis to decide it (a user may have answered on
+    /// another node); then this node decides it alone, with the timeout's decision, so the
+    /// host's call always ends (docs/cluster.md).
+    std::chrono::milliseconds cluster_decision_grace = std::chrono::seconds(30);
 
     /// Serve GET /healthz, /readyz, /metrics and /status (WEBSOCKET_HTTP_ENDPOINTS).
     bool http_endpoints = true;
@@ -131,7 +136,7 @@ struct Options {
      * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_AUTH_PUBLIC_KEY`,
      * `WEBSOCKET_AUTH_ISSUER`, `WEBSOCKET_AUTH_AUDIENCE`, `WEBSOCKET_ALLOWED_ORIGINS`
      * (comma-separated), `WEBSOCKET_TLS_CERT`, `WEBSOCKET_TLS_KEY`, `WEBSOCKET_REDIS_URL`,
-     * `WEBSOCKET_NODE_ID`, `WEBSOCKET_CLUSTER_PREFIX`,
+     * `WEBSOCKET_NODE_ID`, `WEBSOCKET_CLUSTER_PREFIX`, `WEBSOCKET_CLUSTER_DECISION_GRACE`,
      * `WEBSOCKET_HTTP_ENDPOINTS`, `WEBSOCKET_METRICS_ADDRESS`, `WEBSOCKET_LOG_LEVEL`,
      * `WEBSOCKET_LOG_FORMAT` (`text`, the default, or `json` for JSON lines).
      * Unset variables keep the defaults.

@@ -4,10 +4,13 @@
 // connect to each node directly; the process-level test with nginx and killed nodes is
 // tests/cluster/cluster_deployment_test.py.
 
+#include <algorithm>
 #include <atomic>
 #include <istream>
 #include <chrono>
+#include <functional>
 #include <future>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -47,8 +50,10 @@ inline wsmanager::cluster::RedisOptions fast() {
 
 /// One node: a manager with the Redis backplane on a free port.
 struct node {
-    node(redis_server const& redis, std::string id, std::string prefix = "wsmtest") {
+    node(redis_server const& redis, std::string id, std::string prefix = "wsmtest",
+         std::function<void(wsmanager::Options&)> const& adjust = {}) {
         auto options = test_options();
+        if (adjust) adjust(options);
         options.redis_url = "redis://127.0.0.1:" + std::to_string(redis.port());
         options.node_id = std::move(id);
         options.cluster_prefix = std::move(prefix);
@@ -567,4 +572,43 @@ TEST_CASE("cluster: a node restarted under the same node id is heard again",
     CHECK(tab->next_of_type("after"));
     stop(*a->manager);
     stop(*b.manager);
+}
+
+TEST_CASE("cluster: a timeout while Redis stays away is decided on the node after "
+          "cluster_decision_grace, once",
+          "[cluster][nodes][faults][threaded]") {
+    redis_server redis;
+    std::mutex log_mutex;
+    std::vector<std::string> events;
+    node a(redis, "a", "wsmtest", [&](wsmanager::Options& o) {
+        o.cluster_decision_grace = 1s;
+        o.proceed_on_timeout = false;
+        o.log_level = wsmanager::LogLevel::warning;
+        o.log_sink = [&](wsmanager::LogRecord const& r) {
+            std::lock_guard lock(log_mutex);
+            events.emplace_back(r.event);
+        };
+    });
+    REQUIRE(cluster_of({&a}, 1));
+    auto tab = connect_client(a.port(), "user_id=alice");
+    REQUIRE(tab.hello);
+    auto decision = a.manager->notify_user(step(), "alice", "task-g", 1, 3s, asio::use_future);
+    REQUIRE(tab->next_of_type("task_step_result"));
+    redis.kill();
+    REQUIRE(wait_until([&] { return !a.manager->get_status().cluster.connected; }, 10s));
+    // The timeout comes while Redis is away: it waits for the grace, then ends here.
+    auto const answer = get(std::move(decision), 60s);
+    CHECK_FALSE(answer.proceed);
+    CHECK(answer.reason == wsmanager::ConfirmationReason::timeout);
+    auto resolved = tab->next_of_type("confirmation_resolved", 10s);
+    REQUIRE(resolved);
+    CHECK(*string_member(*resolved, "reason") == "timeout");
+    CHECK(tab->expect_silence(silence_window));  // told once
+    CHECK(a.manager->get_status().pending_callbacks == 0);
+    {
+        std::lock_guard lock(log_mutex);
+        CHECK(std::find(events.begin(), events.end(), "confirmation_decided_alone") !=
+              events.end());
+    }
+    stop(*a.manager);
 }

@@ -29,7 +29,11 @@ std::vector<std::string> const all_variables = {
     "WEBSOCKET_REDIS_URL",      "WEBSOCKET_LOG_LEVEL",     "WEBSOCKET_RESOLVE_ON_DISCONNECT",
     "WEBSOCKET_DISCONNECT_GRACE", "WEBSOCKET_MAX_FRAMES_PER_SECOND", "WEBSOCKET_HTTP_ENDPOINTS",
     "WEBSOCKET_METRICS_ADDRESS", "WEBSOCKET_LOG_FORMAT", "WEBSOCKET_AUTH_PUBLIC_KEY",
-    "WEBSOCKET_AUTH_ISSUER",    "WEBSOCKET_AUTH_AUDIENCE",
+    "WEBSOCKET_AUTH_ISSUER",    "WEBSOCKET_AUTH_AUDIENCE", "WEBSOCKET_MAX_TOPICS",
+    "WEBSOCKET_MAX_CONNECTIONS_PER_USER", "WEBSOCKET_MAX_PENDING_CONFIRMATIONS_PER_USER",
+    "WEBSOCKET_MAX_PENDING_CONFIRMATIONS", "WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT",
+    "WEBSOCKET_MAX_HTTP_BODY_SIZE", "WEBSOCKET_NODE_ID", "WEBSOCKET_CLUSTER_PREFIX",
+    "WEBSOCKET_CLUSTER_DECISION_GRACE", "WEBSOCKET_METRICS_PUBLIC", "WEBSOCKET_SERVER_NAME",
 };
 
 /// A P-256 public key (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 |
@@ -273,6 +277,41 @@ TEST_CASE("Options::from_env reads every variable", "[options][env]") {
     CHECK(static_cast<bool>(options.log_sink));
 }
 
+TEST_CASE("Options::from_env reads the limits, the cluster's settings and the HTTP ones",
+          "[options][env]") {
+    CleanEnvironment env;
+    env.set("WEBSOCKET_MAX_TOPICS", "50");
+    env.set("WEBSOCKET_MAX_CONNECTIONS_PER_USER", "3");
+    env.set("WEBSOCKET_MAX_PENDING_CONFIRMATIONS_PER_USER", "7");
+    env.set("WEBSOCKET_MAX_PENDING_CONFIRMATIONS", "70");
+    env.set("WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT", "20");
+    env.set("WEBSOCKET_MAX_HTTP_BODY_SIZE", "4096");
+    env.set("WEBSOCKET_REDIS_URL", "redis://127.0.0.1:6379/2");
+    env.set("WEBSOCKET_NODE_ID", "node-1");
+    env.set("WEBSOCKET_CLUSTER_PREFIX", "staging");
+    env.set("WEBSOCKET_CLUSTER_DECISION_GRACE", "45s");
+    env.set("WEBSOCKET_METRICS_PUBLIC", "true");
+    env.set("WEBSOCKET_SERVER_NAME", "");
+
+    auto const options = Options::from_env();
+    CHECK(options.max_topics == 50);
+    CHECK(options.max_connections_per_user == 3);
+    CHECK(options.max_pending_confirmations_per_user == 7);
+    CHECK(options.max_pending_confirmations == 70);
+    CHECK(options.max_handshakes_in_flight == 20);
+    CHECK(options.max_http_body_size == 4096);
+    CHECK(options.node_id == "node-1");
+    CHECK(options.cluster_prefix == "staging");
+    CHECK(options.cluster_decision_grace == 45s);
+    CHECK(options.metrics_public);
+    CHECK(options.server_name.empty());
+
+    Options const defaults;
+    CHECK(defaults.cluster_decision_grace == 30s);
+    CHECK(defaults.cluster_prefix == "wsm");
+    CHECK_FALSE(defaults.metrics_public);
+}
+
 TEST_CASE("Options::from_env names WEBSOCKET_AUTH_PUBLIC_KEY, without echoing a PEM",
           "[options][env]") {
     CleanEnvironment env;
@@ -399,6 +438,14 @@ TEST_CASE("Options::from_env rejects malformed values, naming the variable", "[o
         {"WEBSOCKET_METRICS_ADDRESS", ":9100"},
         {"WEBSOCKET_METRICS_ADDRESS", "localhost:99999"},
         {"WEBSOCKET_METRICS_ADDRESS", "localhost:http"},
+        {"WEBSOCKET_MAX_TOPICS", "many"},
+        {"WEBSOCKET_MAX_CONNECTIONS_PER_USER", "-1"},
+        {"WEBSOCKET_MAX_PENDING_CONFIRMATIONS", "1k"},
+        {"WEBSOCKET_MAX_HTTP_BODY_SIZE", "64KiB"},
+        {"WEBSOCKET_CLUSTER_DECISION_GRACE", "-1"},
+        {"WEBSOCKET_CLUSTER_DECISION_GRACE", "never"},
+        {"WEBSOCKET_METRICS_PUBLIC", "perhaps"},
+        {"WEBSOCKET_NODE_ID", "node 1"},
         {"WEBSOCKET_LOG_FORMAT", "xml"},
         {"WEBSOCKET_LOG_FORMAT", ""},
     };

@@ -52,6 +52,8 @@ struct pending_confirmation {
     clock::time_point created;
     clock::time_point deadline;                            ///< callback timeout
     std::optional<clock::time_point> disconnect_deadline;  ///< resolve_on_disconnect
+    /// When this node first could not have its timeout decided (a cluster without Redis).
+    std::optional<clock::time_point> undecided_since;
     std::unique_ptr<asio::steady_timer> timer;             ///< fires at the earlier deadline
     std::function<void(std::error_code, UserConfirmation)> complete;
 };
@@ -333,8 +335,9 @@ private:
                     case decision_verdict::won: end(id, outcome.winner, ec); break;
                     case decision_verdict::lost: end(id, outcome.winner); break;
                     case decision_verdict::unavailable:
-                        if (proposal.reason == ConfirmationReason::timeout ||
-                            proposal.reason == ConfirmationReason::disconnected) {
+                        if ((proposal.reason == ConfirmationReason::timeout ||
+                             proposal.reason == ConfirmationReason::disconnected) &&
+                            !waited_long_enough(id)) {
                             retry_later(id);
                         } else {
                             end(id, proposal, ec);
@@ -370,6 +373,24 @@ private:
         }
         delivery_.deliver_local(delivery_target::user(user_id),
                                 codec::confirmation_resolved_frame(id, task_id, confirmation));
+    }
+
+    /// A timeout that could not be decided for cluster_decision_grace: this node decides it
+    /// alone (the one case where a partitioned node may disagree with Redis; it logs so).
+    bool waited_long_enough(std::string const& id) {
+        auto* entry = pending_.find(id);
+        if (entry == nullptr) return true;
+        auto const now = pending_confirmation::clock::now();
+        if (!entry->undecided_since) entry->undecided_since = now;
+        if (now - *entry->undecided_since < options_.cluster_decision_grace) return false;
+        log_.write(LogLevel::warning, "confirmation_decided_alone",
+                   "task " + entry->task_id + ": Redis unreachable for " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                          options_.cluster_decision_grace)
+                                          .count()) +
+                       " s after its timeout; decided on this node",
+                   0, entry->user_id);
+        return true;
     }
 
     /// A decision that could not be made: the timer tries again in a second.

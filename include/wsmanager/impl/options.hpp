@@ -208,6 +208,10 @@ inline Options Options::from_env() {
     }
     if (auto v = env_value("WEBSOCKET_NODE_ID")) options.node_id = *v;
     if (auto v = env_value("WEBSOCKET_CLUSTER_PREFIX")) options.cluster_prefix = *v;
+    if (auto v = env_value("WEBSOCKET_CLUSTER_DECISION_GRACE")) {
+        options.cluster_decision_grace =
+            parse_env_duration("WEBSOCKET_CLUSTER_DECISION_GRACE", *v);
+    }
     if (auto v = env_value("WEBSOCKET_HTTP_ENDPOINTS")) {
         options.http_endpoints = parse_env_bool("WEBSOCKET_HTTP_ENDPOINTS", *v);
     }
@@ -257,6 +261,7 @@ inline void Options::validate() const {
     }
     if (callback_timeout.count() <= 0) fail("callback_timeout must be positive");
     if (disconnect_grace.count() < 0) fail("disconnect_grace must not be negative");
+    if (cluster_decision_grace.count() < 0) fail("cluster_decision_grace must not be negative");
     if (close_timeout.count() <= 0) fail("close_timeout must be positive");
     if (handshake_timeout.count() <= 0) fail("handshake_timeout must be positive");
     if (max_message_size < 64) fail("max_message_size must be at least 64 bytes");
