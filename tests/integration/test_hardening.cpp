@@ -595,6 +595,42 @@ TEST_CASE("hardening: an unknown WebSocket version is told only 13 is spoken",
     stop(manager);
 }
 
+TEST_CASE("hardening: an oversized opening handshake gets 431 and loses nothing else",
+          "[hardening][rfc6455][limits]") {
+    Manager manager(test_options());
+    start(manager);
+    auto const port = manager.local_port();
+    auto watcher = connect_client(port, "user_id=watcher");
+    REQUIRE(watcher.hello);
+    SECTION("one header of 20,000 bytes") {
+        auto request = upgrade_request("/?user_id=big", "13");
+        request.insert(request.size() - 2, "X-Padding: " + std::string(20000, 'a') + "\r\n");
+        auto const reply = http_exchange(port, request);
+        INFO(reply.head);
+        CHECK(reply.status == 431);
+    }
+    SECTION("a thousand small headers") {
+        auto request = upgrade_request("/?user_id=many", "13");
+        std::string headers;
+        for (int i = 0; i < 1000; ++i) headers += "X-H" + std::to_string(i) + ": value\r\n";
+        request.insert(request.size() - 2, headers);
+        auto const reply = http_exchange(port, request);
+        INFO(reply.head);
+        CHECK(reply.status == 431);
+    }
+    SECTION("a request target of 20,000 bytes") {
+        auto const reply =
+            http_exchange(port, upgrade_request("/?user_id=x&pad=" + std::string(20000, 'b'), "13"));
+        INFO(reply.head);
+        CHECK(reply.status == 431);
+    }
+    CHECK(manager.get_connection_count() == 1);
+    CHECK(ping_pong(*watcher));
+    auto next = connect_client(port, "user_id=next");
+    CHECK(next.hello.has_value());
+    stop(manager);
+}
+
 // ---- 2. Server header -----------------------------------------------------------------------
 
 TEST_CASE("hardening: the Server header comes from Options::server_name",
