@@ -8,7 +8,8 @@
 // leaves at once (std::_Exit: the bench measures serving, not teardown).
 //
 //   wsmanager            WebSocketManager<> on the host's io_context, run by `threads` threads;
-//                        the host co_awaits each call before building the next message
+//                        the host co_awaits each call before building the next message; with
+//                        redis_url, one node of a cluster
 //   asio                 bare Asio, 1 thread: each message framed once into a shared log,
 //                        every connection writes what it has not sent yet with gather writes
 //                        of up to 64 frames, 64 messages generated per loop turn: the ceiling
@@ -27,7 +28,22 @@ struct server_settings {
     /// wsmanager: Options::ping_interval in ms; 0 keeps the library default (30 s).
     long ping_interval_ms = 0;
     double max_lifetime_s = 900;
+    /// wsmanager: a node of the cluster behind this Redis (redis://127.0.0.1:P); empty: alone.
+    std::string redis_url;
+    std::string node_id;
+    std::string cluster_prefix = "wsmbench";
+    /// wsmanager in a cluster: RedisOptions::heartbeat_interval in ms; 0 keeps the default (1 s).
+    long heartbeat_ms = 0;
 };
+
+/// Whether this build has the Redis backplane (the wsmanager::cluster target).
+constexpr bool cluster_built() noexcept {
+#if WSMANAGER_BENCH_CLUSTER
+    return true;
+#else
+    return false;
+#endif
+}
 
 int serve_wsmanager(server_settings const& settings);
 int serve_asio(server_settings const& settings);

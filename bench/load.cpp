@@ -35,6 +35,7 @@
 #include <asio/write.hpp>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -91,6 +92,7 @@ struct tally {
     std::int64_t last_done = 0;
     std::int64_t first_frame = INT64_MAX;
     histogram latency;
+    histogram latency_first, latency_other;  ///< of the clients on the first port, and the rest
     std::string result;  ///< the bench_confirm_result frame, when one came
 
     void merge(tally const& o) {
@@ -114,6 +116,8 @@ struct tally {
         last_done = std::max(last_done, o.last_done);
         first_frame = std::min(first_frame, o.first_frame);
         latency.merge(o.latency);
+        latency_first.merge(o.latency_first);
+        latency_other.merge(o.latency_other);
         if (result.empty()) result = o.result;
     }
     std::uint64_t errors() const {
@@ -131,7 +135,8 @@ class client {
 public:
     enum class state : std::uint8_t { idle, connecting, handshaking, open, closing, closed };
 
-    client(worker& owner, int index);
+    /// `slot`: which of the settings' ports it connects to; `user`: its user_id.
+    client(worker& owner, int index, std::size_t slot, std::string user);
 
     void connect();
     void send_text(std::string_view text) { send_frame(0x1, text); }
@@ -153,6 +158,8 @@ private:
 
     worker& owner_;
     int index_;
+    std::size_t slot_;
+    std::string user_;
     tcp::socket socket_;
     state state_ = state::idle;
     std::vector<char> buffer_;
@@ -196,9 +203,10 @@ struct worker {
 
 class fleet {
 public:
-    fleet(load_settings const& settings, int conns, std::size_t read_buffer)
+    fleet(load_settings const& settings, int conns, bool control_apart, std::size_t read_buffer)
         : settings_(settings), conns_(conns), read_buffer_(read_buffer) {
-        endpoint_ = tcp::endpoint(asio::ip::make_address(settings.host), static_cast<unsigned short>(settings.port));
+        auto const host = asio::ip::make_address(settings.host);
+        for (auto const port : settings.ports) endpoints_.emplace_back(host, static_cast<unsigned short>(port));
         for (auto const& ip : settings.source_ips) sources_.push_back(asio::ip::make_address(ip));
         if (sources_.empty() && conns > 25'000) {  // the ephemeral port range holds ~28k
             auto const needed = conns / 20'000 + 1;
@@ -211,9 +219,20 @@ public:
             workers_.push_back(std::make_unique<worker>(*this, t));
             workers_.back()->max_connecting = std::max(1, settings.connects_in_flight / threads);
         }
+        auto const ports = endpoints_.size();
         for (int i = 0; i < conns; ++i) {
             auto& w = *workers_[static_cast<std::size_t>(i % threads)];
-            w.clients.push_back(std::make_unique<client>(w, i));
+            auto const n = static_cast<std::size_t>(i);
+            std::size_t slot = n % ports;
+            std::string user = "u" + std::to_string(i);
+            if (control_apart && i == 0) {
+                slot = 0;
+                user = "control";
+            } else if (control_apart) {  // the users on the ports after the first, if any
+                slot = ports == 1 ? 0 : 1 + (n - 1) % (ports - 1);
+                user = "u" + std::to_string(i - 1);
+            }
+            w.clients.push_back(std::make_unique<client>(w, i, slot, std::move(user)));
         }
         for (auto& w : workers_) w->thread = std::thread([io = &w->io] { io->run(); });
     }
@@ -303,19 +322,19 @@ public:
     }
 
     load_settings const& settings() const noexcept { return settings_; }
-    tcp::endpoint const& endpoint() const noexcept { return endpoint_; }
+    tcp::endpoint const& endpoint(std::size_t slot) const noexcept { return endpoints_[slot]; }
     std::vector<asio::ip::address> const& sources() const noexcept { return sources_; }
     std::size_t read_buffer() const noexcept { return read_buffer_; }
 
     std::atomic<int> opened{0}, failed{0}, closed{0}, finished{0};
     std::atomic<std::uint64_t> pongs{0}, resolved{0};
-    std::atomic<bool> result_ready{false};
+    std::atomic<bool> result_ready{false}, ready{false}, ready_answered{false};
 
 private:
     load_settings settings_;
     int conns_;
     std::size_t read_buffer_;
-    tcp::endpoint endpoint_;
+    std::vector<tcp::endpoint> endpoints_;
     std::vector<asio::ip::address> sources_;
     std::vector<std::unique_ptr<worker>> workers_;
 };
@@ -337,13 +356,14 @@ void worker::start_connects() {
     starting = false;
 }
 
-client::client(worker& owner, int index) : owner_(owner), index_(index), socket_(owner.io) {}
+client::client(worker& owner, int index, std::size_t slot, std::string user)
+    : owner_(owner), index_(index), slot_(slot), user_(std::move(user)), socket_(owner.io) {}
 
 void client::connect() {
     state_ = state::connecting;
     auto const& f = owner_.owner;
     std::error_code ec;
-    socket_.open(f.endpoint().protocol(), ec);
+    socket_.open(f.endpoint(slot_).protocol(), ec);
     if (ec) return terminate(failure::connect);
     if (!f.sources().empty()) {
         int one = 1;
@@ -351,7 +371,7 @@ void client::connect() {
         socket_.bind(tcp::endpoint(f.sources()[static_cast<std::size_t>(index_) % f.sources().size()], 0), ec);
         if (ec) return terminate(failure::connect);
     }
-    socket_.async_connect(f.endpoint(), [this](std::error_code e) { on_connected(e); });
+    socket_.async_connect(f.endpoint(slot_), [this](std::error_code e) { on_connected(e); });
 }
 
 void client::on_connected(std::error_code ec) {
@@ -370,8 +390,8 @@ void client::on_connected(std::error_code ec) {
     auto const& settings = owner_.owner.settings();
     std::string request;
     request.reserve(256);
-    request += "GET /?user_id=u" + std::to_string(index_) + " HTTP/1.1\r\n";
-    request += "Host: " + settings.host + ":" + std::to_string(settings.port) + "\r\n";
+    request += "GET /?user_id=" + user_ + " HTTP/1.1\r\n";
+    request += "Host: " + settings.host + ":" + std::to_string(settings.ports[slot_]) + "\r\n";
     request += "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + encoded + "\r\n";
     request += "Sec-WebSocket-Version: 13\r\n\r\n";
     buffer_.resize(owner_.owner.read_buffer());
@@ -381,6 +401,12 @@ void client::on_connected(std::error_code ec) {
 }
 
 void client::read() {
+    // --quickack: ACK at once what arrives, so a server's small write behind an unacknowledged
+    // one (Nagle, no TCP_NODELAY) is not held for this side's delayed ACK (40 ms on Linux).
+    if (owner_.owner.settings().quick_ack) {
+        int one = 1;
+        ::setsockopt(socket_.native_handle(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    }
     socket_.async_read_some(asio::buffer(buffer_.data() + end_, buffer_.size() - end_),
                             [this](std::error_code ec, std::size_t n) { on_read(ec, n); });
 }
@@ -550,6 +576,7 @@ void client::on_text(std::string_view text, std::int64_t now) {
         if (seq <= last_seq_) ++counts.out_of_order;
         last_seq_ = seq;
         counts.latency.add(now - ts);
+        (slot_ == 0 ? counts.latency_first : counts.latency_other).add(now - ts);
         counts.first_frame = std::min(counts.first_frame, now);
         return;
     }
@@ -585,6 +612,9 @@ void client::on_text(std::string_view text, std::int64_t now) {
     } else if (type == "bench_confirm_result") {
         counts.result.assign(text);
         f.result_ready.store(true);
+    } else if (type == "bench_ready") {
+        f.ready.store(json_int(text, "ready", 0) == 1);
+        f.ready_answered.store(true);
     } else if (type == "error") {
         ++counts.error_frames;
         if (f.settings().verbose) std::fprintf(stderr, "client %d: %.*s\n", index_, static_cast<int>(text.size()), text.data());
@@ -714,6 +744,55 @@ void put_errors(measurement& m, tally const& t) {
     m.set("error_frames", static_cast<double>(t.error_frames));
 }
 
+/// The server side's CPU times: every node's, and the cluster's redis-server's.
+struct server_cpu {
+    std::vector<cpu_times> nodes;
+    cpu_times redis;
+
+    static server_cpu read(load_settings const& settings) {
+        server_cpu c;
+        if (settings.server_pid > 0) c.nodes.push_back(read_cpu(settings.server_pid));
+        for (auto const pid : settings.peer_pids) c.nodes.push_back(read_cpu(pid));
+        if (settings.redis_pid > 0) c.redis = read_cpu(settings.redis_pid);
+        return c;
+    }
+};
+
+/// server_cpu_pct: all nodes together (so one node and two compare as the server's cost);
+/// with several, each node's too; redis_cpu_pct apart.
+void put_server_cpu(measurement& m, load_settings const& settings, server_cpu const& before,
+                    server_cpu const& after, double wall) {
+    if (before.nodes.empty() || before.nodes.size() != after.nodes.size()) return;
+    double total = 0;
+    for (std::size_t i = 0; i < before.nodes.size(); ++i) {
+        auto const pct = cpu_percent(before.nodes[i], after.nodes[i], wall);
+        if (pct < 0) return;
+        total += pct;
+        if (before.nodes.size() > 1) m.set("node" + std::to_string(i + 1) + "_cpu_pct", pct);
+    }
+    m.set("server_cpu_pct", total);
+    if (settings.redis_pid > 0) m.set("redis_cpu_pct", cpu_percent(before.redis, after.redis, wall));
+}
+
+/// bench_ready (scenario::await_ready): true once the server has answered that it holds
+/// every connection. A node hears of the others' connections by their heartbeats (1 s), so
+/// this takes up to about two seconds in a cluster; outside the measured phase.
+bool await_ready(fleet& f, int open, std::string& note) {
+    json_line ask;
+    ask.add("action", "bench_ready").add("expect", open);
+    if (!f.send_from_control(ask.str())) {
+        note = "no open connection to send bench_ready from";
+        return false;
+    }
+    // The server gives up after 15 s and says so; 20 s covers its answer.
+    if (!fleet::wait_until([&] { return f.ready_answered.load(); }, mono_ns() + seconds_to_ns(20))) {
+        note = "no answer to bench_ready within 20 s";
+        return false;
+    }
+    if (!f.ready.load()) note = "the server never saw every connection (bench_ready)";
+    return f.ready.load();
+}
+
 /// fanout, unicast and lone: the server sends, the clients count, stamp and order-check.
 double settle_s(scenario const& what) {
     return what.settle_ms >= 0 ? what.settle_ms / 1000.0 : 0.1 + what.conns / 20000.0;
@@ -722,11 +801,12 @@ double settle_s(scenario const& what) {
 void measure_stream(fleet& f, load_settings const& settings, scenario const& what, int open,
                     measurement& m) {
     sleep_s(settle_s(what));  // let the last handshakes settle
+    if (what.await_ready && !await_ready(f, open, m.note)) return;
     json_line action;
     action.add("action", what.action.empty() ? "bench_" + what.kind : what.action);
     action.add("count", what.count).add("size", what.size);
     action.add("expect", open).add("users", what.conns).add("interval_us", what.interval_us);
-    auto const server0 = read_cpu(settings.server_pid);
+    auto const server0 = server_cpu::read(settings);
     auto const self0 = read_self_cpu();
     auto const rss0 = read_rss_kb(settings.server_pid);
     auto const t0 = mono_ns();
@@ -735,7 +815,7 @@ void measure_stream(fleet& f, load_settings const& settings, scenario const& wha
                                                     t0 + seconds_to_ns(what.timeout_s));
     auto const t1 = mono_ns();
     auto const self1 = read_self_cpu();
-    auto const server1 = read_cpu(settings.server_pid);
+    auto const server1 = server_cpu::read(settings);
     auto const rss1 = read_rss_kb(settings.server_pid);
     auto const t = f.collect();
 
@@ -756,9 +836,13 @@ void measure_stream(fleet& f, load_settings const& settings, scenario const& wha
     m.set("frames_per_s", duration > 0 ? static_cast<double>(t.frames) / duration : 0.0);
     m.set("mbytes_per_s", duration > 0 ? static_cast<double>(t.bytes) / duration / 1e6 : 0.0);
     put_latency(m, t.latency, "lat");
+    if (settings.ports.size() > 1) {  // the frames that crossed to another node, and the rest
+        put_latency(m, t.latency_first, "lat_first");
+        put_latency(m, t.latency_other, "lat_other");
+    }
     m.set("first_frame_after_us", t.first_frame != INT64_MAX ? us(t.first_frame - t0) : -1.0);
+    put_server_cpu(m, settings, server0, server1, wall);
     if (settings.server_pid > 0) {
-        m.set("server_cpu_pct", cpu_percent(server0, server1, wall));
         m.set("server_rss_before_kb", static_cast<double>(rss0));
         m.set("server_rss_after_kb", static_cast<double>(rss1));
     }
@@ -779,10 +863,11 @@ void measure_stream(fleet& f, load_settings const& settings, scenario const& wha
 void measure_confirm(fleet& f, load_settings const& settings, scenario const& what, int open,
                      measurement& m) {
     sleep_s(settle_s(what));
+    if (what.await_ready && !await_ready(f, open, m.note)) return;
     json_line action;
     action.add("action", "bench_confirm").add("count", what.count).add("inflight", what.inflight);
     action.add("users", what.conns).add("expect", open);
-    auto const server0 = read_cpu(settings.server_pid);
+    auto const server0 = server_cpu::read(settings);
     auto const self0 = read_self_cpu();
     auto const t0 = mono_ns();
     bool const sent = f.send_from_control(action.str());
@@ -790,7 +875,7 @@ void measure_confirm(fleet& f, load_settings const& settings, scenario const& wh
                                                     t0 + seconds_to_ns(what.timeout_s));
     auto const t1 = mono_ns();
     auto const self1 = read_self_cpu();
-    auto const server1 = read_cpu(settings.server_pid);
+    auto const server1 = server_cpu::read(settings);
     // The last confirmation_resolved frames may still be on their way to other connections.
     fleet::wait_until([&] { return f.resolved.load() >= static_cast<std::uint64_t>(what.count); },
                       mono_ns() + seconds_to_ns(5));
@@ -816,7 +901,7 @@ void measure_confirm(fleet& f, load_settings const& settings, scenario const& wh
     m.set("client_requests", static_cast<double>(t.steps));
     m.set("client_confirms_sent", static_cast<double>(t.confirms_sent));
     m.set("client_resolved_frames", static_cast<double>(t.resolved));
-    if (settings.server_pid > 0) m.set("server_cpu_pct", cpu_percent(server0, server1, wall));
+    put_server_cpu(m, settings, server0, server1, wall);
     m.set("client_cpu_pct", cpu_percent(self0, self1, wall));
     put_errors(m, t);
     auto const c = static_cast<double>(what.count);
@@ -881,21 +966,28 @@ measurement run_load(load_settings const& settings, scenario const& what) {
     measurement m;
     m.kind = what.kind;
     raise_file_limit();
-    if (static_cast<std::size_t>(what.conns) + 64 > file_limit()) {
+    if (settings.ports.empty()) {
+        m.note = "no server port";
+        return m;
+    }
+    int const conns = what.conns + (what.control_apart ? 1 : 0);
+    if (static_cast<std::size_t>(conns) + 64 > file_limit()) {
         m.note = "the file limit (" + std::to_string(file_limit()) + ") is below the connections";
         return m;
     }
     std::size_t const read_buffer = what.kind == "idle" ? 2048 : (what.conns <= 1000 ? 65536 : 16384);
     auto const rss_fresh = read_rss_kb(settings.server_pid);
-    fleet f(settings, what.conns, read_buffer);
+    fleet f(settings, conns, what.control_apart, read_buffer);
     auto const t_connect = mono_ns();
     int const open = f.connect();
     double const connect_s = static_cast<double>(mono_ns() - t_connect) / 1e9;
-    m.set("conns", what.conns);
+    m.set("conns", conns);
     m.set("conns_open", open);
     m.set("connect_s", connect_s);
     m.set("connect_rate", connect_s > 0 ? open / connect_s : 0.0);
-    if (open == what.conns) {
+    if (settings.ports.size() > 1) m.set("nodes", static_cast<double>(settings.ports.size()));
+    if (settings.quick_ack) m.set("client_quickack", 1);
+    if (open == conns) {
         if (what.kind == "confirm") {
             measure_confirm(f, settings, what, open, m);
         } else if (what.kind == "idle") {
@@ -906,7 +998,7 @@ measurement run_load(load_settings const& settings, scenario const& what) {
     } else {
         auto const t = f.collect();
         put_errors(m, t);
-        m.note = std::to_string(what.conns - open) + " connections did not open";
+        m.note = std::to_string(conns - open) + " connections did not open";
     }
     bool const clean = f.close_all();
     m.set("closed_clean", clean ? 1 : 0);

@@ -15,8 +15,12 @@ namespace wsbench_local {
 
 struct load_settings {
     std::string host = "127.0.0.1";  ///< must be a loopback address
-    unsigned port = 0;
-    long server_pid = 0;  ///< for the server's CPU and VmRSS; 0: not reported
+    /// The servers' ports: connections go round-robin over them, the control connection
+    /// (the first) to the first. Several: the nodes of one cluster.
+    std::vector<unsigned> ports;
+    long server_pid = 0;  ///< the first port's server: its CPU and VmRSS; 0: not reported
+    std::vector<long> peer_pids;  ///< the other nodes: their CPU is added to the server's
+    long redis_pid = 0;           ///< the cluster's redis-server: its CPU; 0: none
     int threads = 1;      ///< client I/O threads, one io_context each
     int connects_in_flight = 200;
     /// Source addresses to spread connections over (127.0.0.x); empty: the kernel's choice,
@@ -25,6 +29,8 @@ struct load_settings {
     double connect_timeout_s = 60;
     double close_timeout_s = 10;
     bool verbose = false;
+    /// TCP_QUICKACK before every read (a diagnosis: what a server's Nagle stalls cost).
+    bool quick_ack = false;
 };
 
 /// One scenario, as the load generator runs it.
@@ -41,6 +47,13 @@ struct scenario {
     std::string action;
     /// Pause between "all open" and the action, in ms; negative: 100 + conns / 20.
     int settle_ms = -1;
+    /// One more connection, the first, as the control connection (user `control`) on the
+    /// first port; the conns users on the other ports (all on the first when there is one).
+    /// So a confirmation asked on one node is answered on another.
+    bool control_apart = false;
+    /// Before the measured phase, bench_ready: the server answers once it (with a backplane:
+    /// the whole cluster) holds every connection. wsmanager only.
+    bool await_ready = false;
 };
 
 /// What one run measured: named numbers (the JSON line's fields) and a verdict.

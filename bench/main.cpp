@@ -3,19 +3,24 @@
 // wsmanager_bench: wsmanager's end-to-end benchmark, and its baselines, in one run.
 //
 //   wsmanager_bench run [--quick | --smoke] [--reps R] [--only a,b] [--impls a,b]
-//                       [--client-threads T] [--json FILE]
+//                       [--client-threads T] [--json FILE] [--quickack]
 //       Runs the plan: for every scenario, every server (started as `serve` in a process
 //       of its own, on a fresh port), R repetitions interleaved across the servers. Prints
 //       one JSON line per run on stdout as it ends, then the tables and wsmanager's ratios.
 //       Exit status 1 when any run lost a frame, left a confirmation unresolved, lost an
 //       idle connection or had an error (never because of a number).
+//       The cluster scenarios (cluster_*, `--only cluster`): wsmanager alone against
+//       cluster_Nnodes, N `serve --redis-url` processes behind a private redis-server that
+//       the run starts on a free port for each run and stops after it.
 //   wsmanager_bench serve --impl wsmanager|asio|websocketpp|websocketpp_prepared
 //                         [--threads T] [--ping-interval-ms MS] [--max-lifetime-s S]
+//                         [--redis-url redis://127.0.0.1:P --node-id ID [--cluster-prefix P]
+//                          [--heartbeat-ms MS]]
 //       One server (bench_servers.hpp); prints `listening <port>`.
-//   wsmanager_bench load fanout|unicast|lone|confirm|idle --port P [--server-pid PID]
+//   wsmanager_bench load fanout|unicast|lone|confirm|idle --port P[,P2,...] [--server-pid PID]
 //                        [--conns N] [--count K] [--size S] [--inflight F] [--interval-us I]
 //                        [--window-s W] [--timeout-s T] [--client-threads T] [--src-ips a,b]
-//                        [--action NAME] [--settle-ms MS]
+//                        [--action NAME] [--settle-ms MS] [--quickack]
 //       One scenario against a server started elsewhere; one JSON line. `--action bench`
 //       drives a wsbench peer (shared/wsbench) with its own fan-out action.
 //
@@ -25,6 +30,7 @@
 #include "bench_common.hpp"
 #include "bench_servers.hpp"
 #include "load.hpp"
+#include "redis_process.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -70,13 +76,14 @@ namespace {
     std::fprintf(stderr,
                  "usage:\n"
                  "  wsmanager_bench run [--quick | --smoke] [--reps R] [--only SCENARIOS] [--impls IMPLS]\n"
-                 "                      [--client-threads T] [--json FILE]\n"
+                 "                      [--client-threads T] [--json FILE] [--quickack]\n"
                  "  wsmanager_bench serve --impl wsmanager|asio|websocketpp|websocketpp_prepared\n"
                  "                        [--threads T] [--ping-interval-ms MS] [--max-lifetime-s S]\n"
-                 "  wsmanager_bench load fanout|unicast|lone|confirm|idle --port P [--server-pid PID]\n"
+                 "                        [--redis-url URL --node-id ID [--cluster-prefix P] [--heartbeat-ms MS]]\n"
+                 "  wsmanager_bench load fanout|unicast|lone|confirm|idle --port P[,P2,...] [--server-pid PID]\n"
                  "                       [--conns N] [--count K] [--size S] [--inflight F] [--interval-us I]\n"
                  "                       [--window-s W] [--timeout-s T] [--client-threads T] [--src-ips A,B]\n"
-                 "                       [--action NAME] [--settle-ms MS]\n");
+                 "                       [--action NAME] [--settle-ms MS] [--quickack]\n");
     std::exit(2);
 }
 
@@ -106,8 +113,8 @@ public:
         for (int i = first; i < argc; ++i) {
             std::string name = argv[i];
             if (name.rfind("--", 0) != 0) usage("unexpected argument " + name);
-            if (name == "--quick" || name == "--smoke" || name == "--verbose") {
-                values_[name] = "1";
+            if (name == "--quick" || name == "--smoke" || name == "--verbose" || name == "--quickack") {
+                values_[name].assign(1, '1');  // not = "1": a false GCC 12 -Wrestrict (PR 105329)
                 continue;
             }
             if (i + 1 >= argc) usage("missing value for " + name);
@@ -266,6 +273,10 @@ struct planned {
     scenario base;
     std::vector<std::string> impls;
     long ping_interval_ms = 0;  ///< wsmanager's keepalive for this scenario (0: default)
+    /// A cluster scenario: its impls are wsmanager (alone, no backplane) and cluster_Nnodes;
+    /// chosen by label or by `--only cluster`, never by kind (so `--only fanout` is as before).
+    bool cluster = false;
+    long heartbeat_ms = 0;  ///< the cluster nodes' heartbeat (0: the default, 1 s)
     /// fanout: frames per run (count = frames / conns), unicast: messages; by server speed.
     std::int64_t fast_total = 0, slow_total = 0;
 
@@ -281,6 +292,12 @@ struct planned {
 
 std::vector<std::string> const all_fanout_impls{"wsmanager", "wsmanager_t2", "websocketpp",
                                                 "websocketpp_prepared", "asio"};
+
+/// cluster_1node, cluster_2nodes, ...: how many nodes; 0 for any other server (no backplane).
+int nodes_of(std::string const& impl) {
+    if (impl.rfind("cluster_", 0) != 0) return 0;
+    return std::atoi(impl.c_str() + 8);
+}
 
 std::vector<planned> make_plan(std::string const& scale) {
     bool const quick = scale == "quick";
@@ -395,6 +412,49 @@ std::vector<planned> make_plan(std::string const& scale) {
         p.impls = {"wsmanager", "websocketpp", "asio"};
         plan.push_back(p);
     }
+    // The cluster: the same host calls against one node alone and against 2 or 3 nodes in
+    // processes of their own behind a private Redis. Every frame is counted (0 lost); the
+    // clients' frames are split into those on the host's node (lat_first) and the rest
+    // (lat_other: they crossed Redis). bench_ready first: the nodes see each other's
+    // connections by their heartbeats.
+    {
+        planned p;
+        int const conns = smoke ? 30 : 1000;
+        p.label = "cluster_fanout_" + std::to_string(conns);
+        p.title = "cluster fan-out: broadcast_message on node A to " + std::to_string(conns) +
+                  " clients spread over the nodes, 200-byte messages, the host awaiting each";
+        p.base.kind = "fanout";
+        p.base.conns = conns;
+        p.base.await_ready = true;
+        p.base.timeout_s = smoke ? 30 : 120;
+        p.impls = {"wsmanager", "cluster_1node", "cluster_2nodes", "cluster_3nodes"};
+        p.fast_total = smoke ? 30 * 50 : (quick ? 1'000'000 : 3'000'000);
+        p.cluster = true;
+        p.heartbeat_ms = smoke ? 100 : 0;
+        plan.push_back(p);
+    }
+    auto cluster_confirm = [&](int inflight, std::int64_t count) {
+        planned p;
+        p.label = "cluster_confirm_" + std::to_string(inflight);
+        p.title = "cluster notify_user round trips, " + std::to_string(inflight) +
+                  (inflight == 1 ? " at a time" : " in flight (one per user)") +
+                  ": asked on node A, answered by the user's client on the last node";
+        p.base.kind = "confirm";
+        p.base.conns = inflight;
+        p.base.inflight = inflight;
+        p.base.count = count;
+        p.base.control_apart = true;
+        p.base.await_ready = true;
+        p.base.timeout_s = smoke ? 30 : 120;
+        p.impls = {"wsmanager", "cluster_1node", "cluster_2nodes"};
+        p.cluster = true;
+        p.heartbeat_ms = smoke ? 100 : 0;
+        plan.push_back(p);
+    };
+    // One at a time is bounded by a 40 ms Nagle stall per round trip (docs/performance.md):
+    // few round trips, or the run takes minutes.
+    cluster_confirm(1, smoke ? 10 : (quick ? 200 : 500));
+    cluster_confirm(smoke ? 10 : 100, smoke ? 50 : (quick ? 5'000 : 20'000));
     return plan;
 }
 
@@ -490,7 +550,15 @@ void print_report(std::vector<planned> const& plan, std::vector<measurement> con
         }
         if (by_impl.empty()) continue;
         std::printf("\n## %s  [%s]\n", p.title.c_str(), p.label.c_str());
-        auto const columns = columns_of(p.base.kind);
+        auto columns = columns_of(p.base.kind);
+        if (p.cluster) {  // the frames that crossed Redis, and Redis' own CPU
+            auto pct = [](double v) { return v < 0 ? std::string("-") : std::to_string(static_cast<int>(v + 0.5)) + "%"; };
+            if (p.base.kind == "fanout") {
+                columns.push_back({"cross p50", "lat_other_p50_us", micros});
+                columns.push_back({"cross p99", "lat_other_p99_us", micros});
+            }
+            columns.push_back({"redis cpu", "redis_cpu_pct", pct});
+        }
         std::printf("%-22s", "server");
         for (auto const& c : columns) std::printf(" %12s", c.title.c_str());
         std::printf("  %-4s %s\n", "ok", "runs");
@@ -542,8 +610,9 @@ int run_plan(arguments const& args) {
     auto const json_path = args.text("--json", "");
     load_settings settings;
     settings.threads = static_cast<int>(args.number("--client-threads", 1, 1, 16));
-    args.check_all_known({"--smoke", "--quick", "--verbose"});
+    args.check_all_known({"--smoke", "--quick", "--verbose", "--quickack"});
     settings.verbose = args.flag("--verbose");
+    settings.quick_ack = args.flag("--quickack");
 
     auto const exe = own_executable();
     if (exe.empty()) {
@@ -565,7 +634,7 @@ int run_plan(arguments const& args) {
     if (!only.empty()) {
         std::erase_if(plan, [&](planned const& p) {
             return std::none_of(only.begin(), only.end(), [&](std::string const& o) {
-                return p.label == o || p.base.kind == o;
+                return p.label == o || (p.cluster ? o == "cluster" : p.base.kind == o);
             });
         });
     }
@@ -577,33 +646,72 @@ int run_plan(arguments const& args) {
         }
     }
 
+    // The cluster's nodes need the backplane built and a redis-server to start; without
+    // either, the cluster_Nnodes runs are left out (said on stderr), never failed.
+    auto const redis_server = find_redis_server();
+    std::string const no_cluster = !cluster_built() ? "built without wsmanager::cluster (hiredis)"
+                                   : redis_server.empty() ? "no redis-server on PATH" : "";
+    if (!no_cluster.empty()) {
+        for (auto& p : plan) {
+            if (std::erase_if(p.impls, [](std::string const& i) { return nodes_of(i) > 0; }) > 0) {
+                std::fprintf(stderr, "wsmanager_bench: %s: %s, so only wsmanager alone\n", p.label.c_str(),
+                             no_cluster.c_str());
+            }
+        }
+    }
+
     std::vector<measurement> results;
     auto const started = mono_ns();
     for (auto const& p : plan) {
         for (int rep = 1; rep <= reps; ++rep) {
             for (auto const& impl : p.impls) {
                 auto const what = p.for_impl(impl);
-                std::vector<std::string> server_args{"--impl", impl == "wsmanager_t2" ? "wsmanager" : impl};
+                int const nodes = nodes_of(impl);
+                bool const wsm = impl.rfind("wsmanager", 0) == 0 || nodes > 0;
+                std::vector<std::string> server_args{"--impl", wsm ? "wsmanager" : impl};
                 server_args.insert(server_args.end(), {"--threads", impl == "wsmanager_t2" ? "2" : "1"});
-                if (impl.rfind("wsmanager", 0) == 0 && p.ping_interval_ms > 0) {
+                if (wsm && p.ping_interval_ms > 0) {
                     server_args.insert(server_args.end(), {"--ping-interval-ms", std::to_string(p.ping_interval_ms)});
                 }
                 std::fprintf(stderr, "[%6.1f s] %s rep %d/%d: %s\n",
                              static_cast<double>(mono_ns() - started) / 1e9, p.label.c_str(), rep, reps,
                              impl.c_str());
                 measurement m;
-                server_process server;
+                // One server, or a fresh Redis and `nodes` servers: node1 (the host's, and
+                // the control connection's) first.
+                redis_process redis;
+                std::vector<std::unique_ptr<server_process>> servers;
                 std::string error;
-                if (server.start(exe, server_args, 15, error)) {
+                bool started_all = nodes == 0 || redis.start(redis_server, 10, error);
+                if (!started_all) error = "redis-server did not start: " + error;
+                for (int n = 0; started_all && n < std::max(1, nodes); ++n) {
+                    auto args_n = server_args;
+                    if (nodes > 0) {
+                        args_n.insert(args_n.end(), {"--redis-url", redis.url(), "--node-id",
+                                                     "node" + std::to_string(n + 1)});
+                        if (p.heartbeat_ms > 0) {
+                            args_n.insert(args_n.end(), {"--heartbeat-ms", std::to_string(p.heartbeat_ms)});
+                        }
+                    }
+                    servers.push_back(std::make_unique<server_process>());
+                    if (!servers.back()->start(exe, args_n, 15, error)) {
+                        started_all = false;
+                        error = "server did not start: " + error;
+                    }
+                }
+                if (started_all) {
                     load_settings s = settings;
-                    s.port = server.port();
-                    s.server_pid = server.pid();
+                    for (auto const& server : servers) s.ports.push_back(server->port());
+                    s.server_pid = servers.front()->pid();
+                    for (std::size_t n = 1; n < servers.size(); ++n) s.peer_pids.push_back(servers[n]->pid());
+                    s.redis_pid = nodes > 0 ? redis.pid() : 0;
                     m = run_load(s, what);
                 } else {
                     m.kind = what.kind;
-                    m.note = "server did not start: " + error;
+                    m.note = error;
                 }
-                server.stop();
+                for (auto& server : servers) server->stop();
+                redis.stop();
                 m.label = p.label;
                 m.impl = impl;
                 m.rep = rep;
@@ -636,7 +744,12 @@ int serve(arguments const& args) {
     settings.threads = static_cast<unsigned>(args.number("--threads", 1, 1, 64));
     settings.ping_interval_ms = static_cast<long>(args.number("--ping-interval-ms", 0, 0, 3'600'000));
     settings.max_lifetime_s = args.number("--max-lifetime-s", 900, 1, 86'400);
+    settings.redis_url = args.text("--redis-url", "");
+    settings.node_id = args.text("--node-id", "");
+    settings.cluster_prefix = args.text("--cluster-prefix", settings.cluster_prefix);
+    settings.heartbeat_ms = static_cast<long>(args.number("--heartbeat-ms", 0, 0, 60'000));
     args.check_all_known({});
+    if (!settings.redis_url.empty() && impl != "wsmanager") usage("--redis-url is for --impl wsmanager");
     if (impl == "wsmanager") return serve_wsmanager(settings);
     if (impl == "asio") return serve_asio(settings);
     if (impl == "websocketpp") return serve_websocketpp(settings, false);
@@ -650,7 +763,12 @@ int load(std::string const& kind, arguments const& args) {
     }
     load_settings settings;
     settings.host = args.text("--host", "127.0.0.1");
-    settings.port = static_cast<unsigned>(args.number("--port", 0, 1, 65535));
+    for (auto const& port : split(args.text("--port", ""))) {
+        char* end = nullptr;
+        auto const value = std::strtoul(port.c_str(), &end, 10);
+        if (*end != '\0' || value == 0 || value > 65535) usage("--port takes ports 1-65535, comma-separated");
+        settings.ports.push_back(static_cast<unsigned>(value));
+    }
     settings.server_pid = static_cast<long>(args.number("--server-pid", 0, 0, 1e9));
     settings.threads = static_cast<int>(args.number("--client-threads", 1, 1, 16));
     settings.source_ips = split(args.text("--src-ips", ""));
@@ -665,9 +783,10 @@ int load(std::string const& kind, arguments const& args) {
     what.timeout_s = args.number("--timeout-s", 60, 1, 600);
     what.action = args.text("--action", "");
     what.settle_ms = static_cast<int>(args.number("--settle-ms", -1, -1, 60'000));
-    args.check_all_known({"--verbose"});
+    args.check_all_known({"--verbose", "--quickack"});
     settings.verbose = args.flag("--verbose");
-    if (settings.port == 0) usage("--port is required");
+    settings.quick_ack = args.flag("--quickack");
+    if (settings.ports.empty()) usage("--port is required");
     if (!is_loopback(settings.host)) usage("--host must be in 127.0.0.0/8");
     for (auto const& ip : settings.source_ips) {
         if (!is_loopback(ip)) usage("--src-ips must be in 127.0.0.0/8");

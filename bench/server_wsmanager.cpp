@@ -10,6 +10,11 @@
 // no inbound frame rate limit (the default 100 frames/s per connection would refuse a
 // client answering confirmations as fast as they come), logging at warnings; the rest are
 // the library defaults, but for Options::ping_interval with --ping-interval-ms.
+//
+// With --redis-url the manager is one node of a cluster (the Redis backplane, built when the
+// wsmanager::cluster target exists: WSMANAGER_BENCH_CLUSTER). Its actions then count the
+// whole cluster's connections (get_status().cluster, refreshed by each 1 s heartbeat), and
+// its broadcasts and confirmations reach the users on every node.
 
 #include "bench_common.hpp"
 #include "bench_servers.hpp"
@@ -39,6 +44,9 @@
 #include <asio/use_awaitable.hpp>
 
 #include <wsmanager/wsmanager.hpp>
+#if WSMANAGER_BENCH_CLUSTER
+#include <wsmanager/cluster.hpp>
+#endif
 
 namespace wsbench_local {
 namespace {
@@ -87,7 +95,8 @@ struct confirm_job {
 
 class bench_host {
 public:
-    bench_host(asio::io_context& io, manager_type& manager) : io_(io), manager_(manager) {}
+    bench_host(asio::io_context& io, manager_type& manager, bool clustered)
+        : io_(io), manager_(manager), clustered_(clustered) {}
 
     void install() {
         auto const on_fanout = [this](wsmanager::ActionContext const&, rapidjson::Value const& frame) {
@@ -118,6 +127,13 @@ public:
                                                      static_cast<int>(users), context);
             spawn("bench_confirm", confirm(job, expect));
         });
+        manager_.on_action("bench_ready", [this](wsmanager::ActionContext const& context,
+                                                 rapidjson::Value const& frame) {
+            auto const [count, size, expect] = common_fields(frame);
+            static_cast<void>(count);
+            static_cast<void>(size);
+            spawn("bench_ready", ready(context, expect));
+        });
     }
 
 private:
@@ -137,15 +153,36 @@ private:
         asio::co_spawn(io_, std::move(work), [what](std::exception_ptr e) { report_failure(what, e); });
     }
 
-    /// Waits (at most 10 s) until `expect` connections are registered: a client that has its
-    /// 101 may not be in the registry yet, and would miss the first messages.
-    asio::awaitable<void> wait_for_connections(std::size_t expect) {
+    /// The connections the host can reach: this node's, or in a cluster every live node's as
+    /// of the last heartbeat (0 while Redis is out of reach).
+    std::size_t connections_seen() const {
+        if (!clustered_) return manager_.get_connection_count();
+        auto const status = manager_.get_status();
+        return status.cluster.connected ? status.cluster.connections : 0;
+    }
+
+    /// Waits (at most `limit`) until `expect` connections are registered: a client that has
+    /// its 101 may not be in the registry yet, and would miss the first messages.
+    asio::awaitable<bool> wait_for_connections(std::size_t expect,
+                                               std::chrono::seconds limit = std::chrono::seconds(10)) {
         asio::steady_timer timer(co_await asio::this_coro::executor);
-        auto const give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (manager_.get_connection_count() < expect && std::chrono::steady_clock::now() < give_up) {
+        auto const give_up = std::chrono::steady_clock::now() + limit;
+        while (connections_seen() < expect) {
+            if (std::chrono::steady_clock::now() >= give_up) co_return false;
             timer.expires_after(std::chrono::milliseconds(1));
             co_await timer.async_wait(asio::use_awaitable);
         }
+        co_return true;
+    }
+
+    /// bench_ready: answers once every connection is seen (in a cluster, after the other
+    /// nodes' heartbeats have counted theirs), so the load generator starts its clock then.
+    asio::awaitable<void> ready(wsmanager::ActionContext context, std::size_t expect) {
+        bool const ok = co_await wait_for_connections(expect, std::chrono::seconds(15));
+        json_line answer;
+        answer.add("type", "bench_ready").add("ready", ok ? 1 : 0);
+        answer.add("connections", static_cast<std::uint64_t>(connections_seen()));
+        context.reply(Message::from_json(answer.str()));
     }
 
     asio::awaitable<void> fanout(std::int64_t count, std::size_t size, std::size_t expect) {
@@ -259,7 +296,27 @@ private:
 
     asio::io_context& io_;
     manager_type& manager_;
+    bool const clustered_;
 };
+
+/// The manager, a node of a cluster when --redis-url is given; nullptr (and why) when that
+/// cannot be.
+std::unique_ptr<manager_type> make_manager(asio::io_context& io, wsmanager::Options options,
+                                           server_settings const& settings) {
+    if (settings.redis_url.empty()) return std::make_unique<manager_type>(io.get_executor(), options);
+#if WSMANAGER_BENCH_CLUSTER
+    options.redis_url = settings.redis_url;
+    options.node_id = settings.node_id;
+    options.cluster_prefix = settings.cluster_prefix;
+    wsmanager::cluster::RedisOptions redis;
+    if (settings.heartbeat_ms > 0) redis.heartbeat_interval = std::chrono::milliseconds(settings.heartbeat_ms);
+    auto backplane = wsmanager::cluster::redis(options, redis);
+    return std::make_unique<manager_type>(io.get_executor(), options, std::move(backplane));
+#else
+    std::fprintf(stderr, "wsmanager_bench server: --redis-url, but built without wsmanager::cluster\n");
+    return nullptr;
+#endif
+}
 
 }  // namespace
 
@@ -278,8 +335,10 @@ int serve_wsmanager(server_settings const& settings) {
     options.log_level = wsmanager::LogLevel::warning;
     if (settings.ping_interval_ms > 0) options.ping_interval = std::chrono::milliseconds(settings.ping_interval_ms);
 
-    manager_type manager(io.get_executor(), options);
-    bench_host host(io, manager);
+    auto const managed = make_manager(io, options, settings);
+    if (!managed) return 2;
+    auto& manager = *managed;
+    bench_host host(io, manager, !settings.redis_url.empty());
     host.install();
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
