@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -37,10 +39,18 @@ struct AuthResult {
     std::string user_id;  ///< accepted: the connection's user ("" for anonymous)
     int http_status = 401;  ///< refused: the HTTP status of the refusal
     std::string reason;     ///< refused: the response body, and the log message
+    /// accepted: when the identity stops being valid; with Options::close_on_token_expiry
+    /// the connection is closed then (1008 "Token expired"). The default check sets it from
+    /// a JWT's `exp` plus the clock leeway it allows (30 s); unset: never.
+    std::optional<std::chrono::system_clock::time_point> expires_at{};
 
-    static AuthResult accept(std::string user_id) { return {true, std::move(user_id), 200, {}}; }
+    static AuthResult accept(std::string user_id,
+                             std::optional<std::chrono::system_clock::time_point> expires_at =
+                                 std::nullopt) {
+        return {true, std::move(user_id), 200, {}, expires_at};
+    }
     static AuthResult reject(std::string reason, int http_status = 401) {
-        return {false, {}, http_status, std::move(reason)};
+        return {false, {}, http_status, std::move(reason), std::nullopt};
     }
 };
 

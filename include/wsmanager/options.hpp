@@ -86,6 +86,11 @@ struct Options {
     /// When set, a token's `aud` (a string, or an array of strings) must contain it. Needs
     /// auth_secret or auth_public_key.
     std::string auth_audience{};
+    /// Close a connection (1008 "Token expired") when the identity it was admitted with
+    /// expires: a JWT's `exp` plus the 30 s clock leeway the handshake allows, or the
+    /// AuthResult::expires_at of a custom Authenticator. Connections without an expiry are
+    /// never closed for it (WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY).
+    bool close_on_token_expiry = true;
     /// Accepted `Origin` header values; empty accepts any origin.
     std::vector<std::string> allowed_origins{};
     /// PEM files for config::tls.
@@ -134,7 +139,8 @@ struct Options {
      * `WEBSOCKET_MAX_PENDING_CONFIRMATIONS`, `WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT`,
      * `WEBSOCKET_MAX_HTTP_BODY_SIZE`, `WEBSOCKET_METRICS_PUBLIC`, `WEBSOCKET_SERVER_NAME`,
      * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_AUTH_PUBLIC_KEY`,
-     * `WEBSOCKET_AUTH_ISSUER`, `WEBSOCKET_AUTH_AUDIENCE`, `WEBSOCKET_ALLOWED_ORIGINS`
+     * `WEBSOCKET_AUTH_ISSUER`, `WEBSOCKET_AUTH_AUDIENCE`, `WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY`,
+     * `WEBSOCKET_ALLOWED_ORIGINS`
      * (comma-separated), `WEBSOCKET_TLS_CERT`, `WEBSOCKET_TLS_KEY`, `WEBSOCKET_REDIS_URL`,
      * `WEBSOCKET_NODE_ID`, `WEBSOCKET_CLUSTER_PREFIX`, `WEBSOCKET_CLUSTER_DECISION_GRACE`,
      * `WEBSOCKET_HTTP_ENDPOINTS`, `WEBSOCKET_METRICS_ADDRESS`, `WEBSOCKET_LOG_LEVEL`,

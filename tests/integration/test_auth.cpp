@@ -4,7 +4,8 @@
 // development mode, a custom Authenticator and the Origin allow-list. Most cases use a raw TCP
 // client below that sends an HTTP upgrade request with any headers (Authorization, Origin) and
 // reads the status, the refusal's body or, after a 101, the first frame; one uses the shared
-// websocketpp WsClient.
+// websocketpp WsClient. The "token_expiry" cases keep connections open past their token's
+// expiry (a few seconds each).
 
 #include <chrono>
 #include <cstdint>
@@ -12,11 +13,13 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include <asio/connect.hpp>
@@ -499,4 +502,121 @@ TEST_CASE("default_authenticate in a host's Authenticator uses the public key to
     CHECK(server.upgrade("/ws?token=" + rs256_token(idp_claims("mallory"))).status == 403);
     CHECK(server.upgrade("/ws?token=" + rs256_token(idp_claims("alice"), impostor_key())).body ==
           "Invalid token signature");
+}
+
+namespace {
+
+/// A token whose `exp` is so far in the past that, with the 30 s leeway the handshake
+/// allows, it is still accepted now and stops being accepted 2 to 3 s from now; `deadline`
+/// is that moment.
+struct expiring_token {
+    std::string token;
+    std::chrono::system_clock::time_point deadline;
+};
+
+expiring_token token_expiring_soon(std::string const& sub) {
+    auto const exp = unix_seconds() + 3 - wsmanager::detail::jwt_clock_skew_seconds;
+    return {wsmanager::detail::sign_hs256_jwt(
+                R"({"sub":")" + sub + R"(","exp":)" + std::to_string(exp) + "}", secret),
+            std::chrono::system_clock::time_point(
+                std::chrono::seconds(exp + wsmanager::detail::jwt_clock_skew_seconds))};
+}
+
+/// The value of one series in the manager's /metrics text, or -1 without it.
+double token_expiry_metric(wsmanager::WebSocketManager<>& manager, std::string const& series) {
+    std::istringstream lines(manager.metrics_text());
+    for (std::string line; std::getline(lines, line);) {
+        if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+    }
+    return -1.0;
+}
+
+constexpr char const* token_expired_series = "wsmanager_connections_token_expired_total";
+
+}  // namespace
+
+TEST_CASE("JWT mode: a connection is closed with 1008 when its token expires",
+          "[integration][auth][token_expiry]") {
+    std::mutex mutex;
+    std::vector<std::string> expiry_records;  // "user connection_id level" of token_expired
+    auto opts = options(secret);
+    opts.log_level = wsmanager::LogLevel::info;
+    opts.log_sink = [&](wsmanager::LogRecord const& record) {
+        if (record.event != "token_expired") return;
+        std::lock_guard lock(mutex);
+        expiry_records.push_back(std::string(record.user_id) + " " +
+                                 std::to_string(record.connection_id) + " " +
+                                 std::string(wsmanager::to_string(record.level)));
+    };
+    running_manager server(std::move(opts));
+    auto const port = server.manager.local_port();
+
+    auto const soon = token_expiring_soon("alice");
+    auto expiring = wsmanager::test::connect_client(port, "token=" + soon.token);
+    REQUIRE(expiring.result);
+    REQUIRE(expiring.hello);
+    // A token without exp, and one that expires in an hour: never closed for it.
+    auto forever = wsmanager::test::connect_client(
+        port, "token=" + wsmanager::detail::sign_hs256_jwt(R"({"sub":"bob"})", secret));
+    REQUIRE(forever.hello);
+    auto later = wsmanager::test::connect_client(port, "token=" + token_for("carol"));
+    REQUIRE(later.hello);
+    // Open and served until then.
+    CHECK(wsmanager::test::ping_pong(*expiring));
+    CHECK(token_expiry_metric(server.manager, token_expired_series) == 0.0);
+
+    auto const closed = expiring->wait_closed(20s);
+    auto const closed_at = std::chrono::system_clock::now();
+    REQUIRE(closed.has_value());
+    CHECK(closed->code == 1008);
+    CHECK(closed->reason == "Token expired");
+    CHECK(closed_at >= soon.deadline - 1s);  // not before the token stopped being accepted
+
+    CHECK(wsmanager::test::ping_pong(*forever));
+    CHECK(wsmanager::test::ping_pong(*later));
+    CHECK(forever->is_open());
+    CHECK(later->is_open());
+    CHECK(wsmanager::test::wait_until(
+        [&] { return token_expiry_metric(server.manager, token_expired_series) == 1.0; }));
+    CHECK(token_expiry_metric(server.manager,
+                              R"(wsmanager_connections_closed_total{code="1008"})") == 1.0);
+    std::lock_guard lock(mutex);
+    REQUIRE(expiry_records.size() == 1);
+    CHECK(expiry_records.front() ==
+          "alice " + wsmanager::test::string_member(*expiring.hello, "connection_id")
+                         .value_or("?") +
+              " info");
+}
+
+TEST_CASE("a custom Authenticator's expires_at closes the connection too",
+          "[integration][auth][token_expiry]") {
+    auto const until = std::chrono::system_clock::now() + 1500ms;
+    running_manager server(options(""), [until](wsmanager::HandshakeRequest const& request) {
+        return wsmanager::AuthResult::accept(request.query_param("user_id"), until);
+    });
+    auto client = wsmanager::test::connect_client(server.manager.local_port(), "user_id=svc");
+    REQUIRE(client.hello);
+    CHECK(wsmanager::test::ping_pong(*client));
+    auto const closed = client->wait_closed(20s);
+    REQUIRE(closed.has_value());
+    CHECK(closed->code == 1008);
+    CHECK(closed->reason == "Token expired");
+}
+
+TEST_CASE("JWT mode: with close_on_token_expiry off, a connection outlives its token",
+          "[integration][auth][token_expiry]") {
+    auto opts = options(secret);
+    opts.close_on_token_expiry = false;
+    running_manager server(std::move(opts));
+    auto const soon = token_expiring_soon("alice");
+    auto client = wsmanager::test::connect_client(server.manager.local_port(),
+                                                  "token=" + soon.token);
+    REQUIRE(client.hello);
+    // Past the moment the token stopped being accepted, and then some.
+    std::this_thread::sleep_until(soon.deadline + 1500ms);
+    CHECK(wsmanager::test::ping_pong(*client));
+    CHECK(client->is_open());
+    CHECK(token_expiry_metric(server.manager, token_expired_series) == 0.0);
+    // A new handshake with it is refused as ever.
+    CHECK(server.upgrade("/ws?token=" + soon.token).body == "Token expired");
 }

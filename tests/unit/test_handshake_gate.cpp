@@ -97,6 +97,45 @@ TEST_CASE("handshake_gate: development mode trusts ?user_id=", "[handshake_gate]
     CHECK(r.counters.connections_rejected.load() == 0);
 }
 
+TEST_CASE("handshake_gate: the admission carries when the identity expires",
+          "[handshake_gate][jwt]") {
+    using std::chrono::system_clock;
+    rig r;
+    r.options.auth_secret = secret;
+    auto const exp = unix_now() + 600;
+    auto const token = wsmanager::detail::sign_hs256_jwt(
+        R"({"sub":"alice","exp":)" + std::to_string(exp) + "}", secret);
+    auto const answer = r.admit("/ws?token=" + token);
+    REQUIRE(answer.admitted);
+    // exp plus the leeway the handshake allows: the moment the same token is refused.
+    CHECK(answer.expires_at ==
+          system_clock::time_point(
+              std::chrono::seconds(exp + wsmanager::detail::jwt_clock_skew_seconds)));
+
+    // No exp: it never expires.
+    auto const forever = r.admit(
+        "/ws?token=" + wsmanager::detail::sign_hs256_jwt(R"({"sub":"bob"})", secret));
+    REQUIRE(forever.admitted);
+    CHECK_FALSE(forever.expires_at.has_value());
+    // An exp past what the clock holds: never either (not an overflow).
+    auto const far = r.admit("/ws?token=" + wsmanager::detail::sign_hs256_jwt(
+                                                R"({"sub":"bob","exp":1e300})", secret));
+    REQUIRE(far.admitted);
+    CHECK_FALSE(far.expires_at.has_value());
+
+    // A custom Authenticator may say so too; development mode never does.
+    auto const until = system_clock::now() + std::chrono::minutes(5);
+    r.gate.set_authenticator([until](HandshakeRequest const&) {
+        return AuthResult::accept("service", until);
+    });
+    auto const custom = r.admit("/ws");
+    REQUIRE(custom.admitted);
+    CHECK(custom.expires_at == until);
+    r.gate.set_authenticator({});
+    r.options.auth_secret.clear();
+    CHECK_FALSE(r.admit("/ws?user_id=carol").expires_at.has_value());
+}
+
 TEST_CASE("handshake_gate: JWT mode", "[handshake_gate][jwt]") {
     rig r;
     r.options.auth_secret = secret;

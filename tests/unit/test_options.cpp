@@ -34,6 +34,7 @@ std::vector<std::string> const all_variables = {
     "WEBSOCKET_MAX_PENDING_CONFIRMATIONS", "WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT",
     "WEBSOCKET_MAX_HTTP_BODY_SIZE", "WEBSOCKET_NODE_ID", "WEBSOCKET_CLUSTER_PREFIX",
     "WEBSOCKET_CLUSTER_DECISION_GRACE", "WEBSOCKET_METRICS_PUBLIC", "WEBSOCKET_SERVER_NAME",
+    "WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY",
 };
 
 /// A P-256 public key (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 |
@@ -104,6 +105,7 @@ TEST_CASE("Options defaults are the original component's", "[options]") {
     CHECK(options.auth_public_key.empty());
     CHECK(options.auth_issuer.empty());
     CHECK(options.auth_audience.empty());
+    CHECK(options.close_on_token_expiry);
     CHECK(options.allowed_origins.empty());
     CHECK(options.threads == 1);
     CHECK_NOTHROW(options.validate());
@@ -456,6 +458,33 @@ TEST_CASE("Options::from_env rejects malformed values, naming the variable", "[o
         auto const error = from_env_error();
         REQUIRE(error.has_value());
         CHECK_THAT(*error, Catch::Contains(name));
+    }
+}
+
+TEST_CASE("Options::from_env reads WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY", "[options][env]") {
+    {
+        CleanEnvironment env;
+        CHECK(Options::from_env().close_on_token_expiry);  // unset: the default, on
+    }
+    for (auto const* off : {"false", "0", "no", "off"}) {
+        INFO(off);
+        CleanEnvironment env;
+        env.set("WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY", off);
+        CHECK_FALSE(Options::from_env().close_on_token_expiry);
+    }
+    for (auto const* on : {"true", "1", "yes", "on"}) {
+        INFO(on);
+        CleanEnvironment env;
+        env.set("WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY", on);
+        CHECK(Options::from_env().close_on_token_expiry);
+    }
+    for (auto const* bad : {"", "sometimes", "2"}) {
+        INFO(bad);
+        CleanEnvironment env;
+        env.set("WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY", bad);
+        auto const error = from_env_error();
+        REQUIRE(error.has_value());
+        CHECK_THAT(*error, Catch::Contains("WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY"));
     }
 }
 

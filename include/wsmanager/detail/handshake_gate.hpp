@@ -3,16 +3,17 @@
 
 // Admission before the upgrade: the WebSocket version (RFC 6455 only), the Origin
 // allow-list, the query string, the identity (development `?user_id=`, a JWT, or the host's
-// Authenticator) and its validity. It answers with the user id to admit, or the HTTP
-// refusal; refusals are counted and
-// logged here. The transport turns a websocketpp request into a handshake_attempt and
-// applies the answer.
+// Authenticator) and its validity. It answers with the user id to admit (and when that
+// identity expires, for the session to close it then), or the HTTP refusal; refusals are
+// counted and logged here. The transport turns a websocketpp request into a
+// handshake_attempt and applies the answer.
 //
 // Runs on the connecting connection's strand, possibly on several threads at once for
 // different connections: admit() reads options and the authenticator, which
 // set_authenticator may replace at any time (a shared pointer under a short mutex).
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <map>
 #include <memory>
@@ -48,6 +49,8 @@ struct admission {
     int http_status = 0;  ///< refused: the response status
     std::string reason;   ///< refused: the response body
     std::vector<std::pair<std::string, std::string>> headers;  ///< refused: extra headers
+    /// admitted: when the identity expires (AuthResult::expires_at), if it does.
+    std::optional<std::chrono::system_clock::time_point> expires_at{};
 };
 
 class handshake_gate {
@@ -127,7 +130,7 @@ public:
             return refuse(attempt, AuthResult::reject("The user id must be valid UTF-8", 400),
                           reject_reason::handshake);
         }
-        return admission{true, std::move(verdict.user_id), 0, {}, {}};
+        return admission{true, std::move(verdict.user_id), 0, {}, {}, verdict.expires_at};
     }
 
 private:
@@ -142,7 +145,7 @@ private:
         log_.write(LogLevel::info, "handshake_refused",
                    std::to_string(verdict.http_status) + " " + verdict.reason + " from " +
                        attempt.remote_endpoint);
-        admission refused{false, {}, verdict.http_status, verdict.reason, {}};
+        admission refused{false, {}, verdict.http_status, verdict.reason, {}, std::nullopt};
         if (verdict.http_status == 401) {
             refused.headers.emplace_back("WWW-Authenticate", "Bearer");  // RFC 6750
         }

@@ -18,7 +18,8 @@
 //    time, or the key's RS256 / ES256 signature checked by OpenSSL; the payload is only
 //    parsed once the signature is good;
 //  - the payload is a JSON object;
-//  - "exp", when present, is a number and the token is refused once now >= exp + skew;
+//  - "exp", when present, is a number and the token is refused once now >= exp + skew (it is
+//    also returned, so a connection can be closed when its token expires);
 //    "nbf", when present, is a number and the token is refused while now < nbf - skew, where
 //    skew is jwt_clock_skew_seconds (30 s) to tolerate clocks that differ a little;
 //  - with a required issuer, "iss" is a string equal to it; with a required audience, "aud"
@@ -134,11 +135,17 @@ struct jwt_verification {
     bool valid = false;
     std::string subject;  ///< valid: the "sub" claim, i.e. the user id
     std::string error;    ///< refused: a human-readable reason (safe to show the client)
+    /// valid: the "exp" claim (seconds since the epoch, as given), when the token has one.
+    /// The token is refused from exp + jwt_clock_skew_seconds on.
+    std::optional<double> expires{};
 
     explicit operator bool() const noexcept { return valid; }
 
-    static jwt_verification accept(std::string subject) { return {true, std::move(subject), {}}; }
-    static jwt_verification reject(std::string error) { return {false, {}, std::move(error)}; }
+    static jwt_verification accept(std::string subject,
+                                   std::optional<double> expires = std::nullopt) {
+        return {true, std::move(subject), {}, expires};
+    }
+    static jwt_verification reject(std::string error) { return {false, {}, std::move(error), {}}; }
 };
 
 namespace jwt_impl {
@@ -292,9 +299,11 @@ inline jwt_verification verify_jwt(std::string_view token, jwt_requirements cons
 
     auto const now = static_cast<double>(now_unix_seconds);
     auto const skew = static_cast<double>(jwt_clock_skew_seconds);
+    std::optional<double> expires;
     if (auto const* exp = jwt_impl::member(payload, "exp")) {
         if (!exp->IsNumber()) return jwt_verification::reject("Token exp claim is not a number");
         if (now >= exp->GetDouble() + skew) return jwt_verification::reject("Token expired");
+        expires = exp->GetDouble();
     }
     if (auto const* nbf = jwt_impl::member(payload, "nbf")) {
         if (!nbf->IsNumber()) return jwt_verification::reject("Token nbf claim is not a number");
@@ -318,7 +327,7 @@ inline jwt_verification verify_jwt(std::string_view token, jwt_requirements cons
     if (!sub->IsString() || sub->GetStringLength() == 0) {
         return jwt_verification::reject("Token sub claim is not a non-empty string");
     }
-    return jwt_verification::accept(std::string(jwt_impl::string_of(*sub)));
+    return jwt_verification::accept(std::string(jwt_impl::string_of(*sub)), expires);
 }
 
 /**

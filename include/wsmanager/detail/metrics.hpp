@@ -108,6 +108,7 @@ struct manager_counters {
     std::atomic<std::uint64_t> connections_opened{0};
     std::atomic<std::uint64_t> connections_rejected{0};
     std::atomic<std::uint64_t> accept_failures{0};  ///< failed accepts (EMFILE, ...)
+    std::atomic<std::uint64_t> token_expiry_closes{0};  ///< closed (1008): the token expired
     std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(reject_reason::count_)>
         rejected_by_reason{};
     std::array<std::atomic<std::uint64_t>, counted_close_codes.size() + 1> closed_by_code{};
@@ -242,6 +243,10 @@ inline std::string manager_counters::render_prometheus() const {
         labels += "\"";
         sample(out, "wsmanager_connections_closed_total", labels, closed_by_code[i].load(relaxed));
     }
+    single(out, "wsmanager_connections_token_expired_total", "counter",
+           "Connections closed with 1008 because their token expired "
+           "(Options::close_on_token_expiry).",
+           token_expiry_closes.load(relaxed));
     single(out, "wsmanager_accept_failures_total", "counter",
            "Failed accepts (e.g. no file descriptor left); the listener backs off.",
            accept_failures.load(relaxed));

@@ -2,8 +2,9 @@
 #pragma once
 
 // One websocketpp connection as a session (detail/session.hpp): its send path, its close,
-// its keepalive ping and the checks that belong to the connection (binary frames, the frame
-// rate limit).
+// its keepalive ping, the checks that belong to the connection (binary frames, the frame
+// rate limit) and its close when the identity it was admitted with expires (one timer,
+// armed at open only for an identity that expires, cancelled by the close handler).
 //
 // Threads: everything written to the connection is written on the connection's own strand,
 // by its writer (detail/websocketpp_socket_writer.hpp: websocketpp reads its state without
@@ -13,7 +14,9 @@
 // connections posts K handlers, not M x K. The members named "connection strand" run only
 // there.
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -41,6 +44,7 @@ struct session_environment {
     std::size_t max_send_buffer = 0;
     std::size_t max_frames_per_second = 0;
     std::size_t max_inbound_bytes = 0;  ///< client bytes waiting for the manager strand
+    bool close_on_token_expiry = true;  ///< Options::close_on_token_expiry
     std::shared_ptr<logger const> log;
     std::shared_ptr<manager_counters> counters;
 };
@@ -108,6 +112,29 @@ public:
     /// Connection strand, during the handshake: the subprotocol selected.
     void set_subprotocol(std::string subprotocol) { subprotocol_ = std::move(subprotocol); }
 
+    /// Connection strand, during the handshake: when the identity expires (admission).
+    void set_expiry(std::optional<std::chrono::system_clock::time_point> expires_at) {
+        expires_at_ = expires_at;
+    }
+
+    /// Connection strand, from the open handler: with Options::close_on_token_expiry and an
+    /// identity that expires, one timer for the moment it does (at once if it already has).
+    /// Nothing at all otherwise. The close handler cancels it (connection_closed).
+    void arm_expiry(connection_type& connection) {
+        if (!expires_at_ || !environment_->close_on_token_expiry) return;
+        auto const left = std::chrono::ceil<std::chrono::milliseconds>(
+            *expires_at_ - std::chrono::system_clock::now());
+        // Further than any steady_timer needs to count: never, in practice.
+        if (left > std::chrono::hours(24 * 365 * 50)) return;
+        std::weak_ptr<websocketpp_session> weak = this->shared_from_this();
+        expiry_timer_ = connection.set_timer(
+            static_cast<long>(std::max<std::int64_t>(left.count(), 0)),
+            [weak](std::error_code const& ec) {
+                if (ec) return;  // cancelled: the connection closed first
+                if (auto self = weak.lock()) self->close_expired();
+            });
+    }
+
     /// Connection strand: counts a client frame and applies the connection's own rules.
     /// Returns the text to route, or nullopt when the frame was dealt with here.
     std::optional<std::string> accept_frame(connection_type& connection,
@@ -164,8 +191,15 @@ public:
         });
     }
 
-    /// Connection strand, from the close handler: lets go of a paused connection.
-    void connection_closed() { held_while_paused_.reset(); }
+    /// Connection strand, from the close handler: lets go of a paused connection and cancels
+    /// the expiry timer (its handler then runs with operation_aborted, and does nothing).
+    void connection_closed() {
+        held_while_paused_.reset();
+        if (expiry_timer_) {
+            expiry_timer_->cancel();
+            expiry_timer_.reset();
+        }
+    }
 
     /// Connection strand: the keepalive ping was answered.
     void on_pong() { awaiting_pong_ = false; }
@@ -235,6 +269,19 @@ private:
         connection.close(protocol::close_code::policy_violation, "Send buffer overflow", ec);
     }
 
+    /// Connection strand, when the identity expired: 1008, counted and logged.
+    void close_expired() {
+        expiry_timer_.reset();
+        auto connection = connection_.lock();
+        if (!connection || connection->get_state() != websocketpp::session::state::open) return;
+        counters().add(counters().token_expiry_closes);
+        environment_->log->write(LogLevel::info, "token_expired",
+                                 "the connection's token expired; closing", id(), user_id());
+        resume_reading(*connection);  // the close handshake needs the peer's reply
+        std::error_code ec;
+        connection->close(protocol::close_code::policy_violation, "Token expired", ec);
+    }
+
     std::weak_ptr<connection_type> connection_;
     decltype(std::declval<connection_type&>().get_strand()) strand_;
     std::shared_ptr<session_environment const> environment_;
@@ -251,6 +298,8 @@ private:
     // Connection strand only.
     rate_limiter rate_;
     bool awaiting_pong_ = false;
+    std::optional<std::chrono::system_clock::time_point> expires_at_;  ///< set at handshake
+    typename connection_type::timer_ptr expiry_timer_;  ///< armed at open, if it expires
 
     // Client frames handed to the engine and not yet done with (frame_done, manager strand).
     std::atomic<std::size_t> inbound_frames_{0};

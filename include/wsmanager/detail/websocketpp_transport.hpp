@@ -85,7 +85,8 @@ public:
           counters_(std::move(counters)),
           environment_(std::make_shared<session_environment>(session_environment{
               options_.max_send_buffer, options_.max_frames_per_second,
-              2 * options_.max_message_size, log_, counters_})),
+              2 * options_.max_message_size, options_.close_on_token_expiry, log_,
+              counters_})),
           accept_retry_(manager_strand_) {
         attach_logs(server_);
         server_.set_access_channels(websocketpp::log::alevel::connect |
@@ -125,6 +126,7 @@ public:
         });
         server_.set_open_handler(on_session(weak, [](auto& self, auto& session, auto& con) {
             con.wsmanager_handshake.reset();  // upgraded: no longer a handshake in progress
+            session->arm_expiry(con);
             if (auto events = self.events_.lock()) events->on_session_open(session);
         }));
         server_.set_close_handler(on_session(weak, [](auto& self, auto& session, auto& con) {
@@ -279,6 +281,7 @@ private:
             con, next_connection_id_.fetch_add(1, std::memory_order_relaxed),
             std::move(verdict.user_id), environment_);
         session->set_subprotocol(con->get_subprotocol());
+        session->set_expiry(verdict.expires_at);
         con->wsmanager_session = std::move(session);
         con->frames().configure(options_.max_send_buffer, counters_);
         con->set_closing_check([raw = con.get()] {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <optional>
 #include <string_view>
 #include <utility>
 
@@ -31,6 +32,19 @@ inline std::string_view bearer_token(std::string_view authorization) {
 }  // namespace detail
 
 namespace detail {
+/// When a token whose `exp` is `exp` stops being accepted: exp + the clock leeway, as
+/// verify_jwt checks it. nullopt without an exp, or for one past what the clock can hold
+/// (year 2255 and later: never, in practice).
+inline std::optional<std::chrono::system_clock::time_point> token_deadline(
+    std::optional<double> exp) {
+    if (!exp) return std::nullopt;
+    double const deadline = *exp + static_cast<double>(jwt_clock_skew_seconds);
+    if (!(deadline < 9e9)) return std::nullopt;  // also NaN; system_clock counts nanoseconds
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::duration<double>(deadline)));
+}
+
 /// default_authenticate with the public key, if Options::auth_public_key is set, already at
 /// hand (the handshake gate holds it; nullptr otherwise).
 inline AuthResult authenticate_by_default(HandshakeRequest const& request, Options const& options,
@@ -52,7 +66,7 @@ inline AuthResult authenticate_by_default(HandshakeRequest const& request, Optio
                                                .audience = options.auth_audience},
                               now);
     if (!verdict) return AuthResult::reject(std::move(verdict.error));
-    return AuthResult::accept(std::move(verdict.subject));
+    return AuthResult::accept(std::move(verdict.subject), token_deadline(verdict.expires));
 }
 }  // namespace detail
 

@@ -197,6 +197,9 @@ inline Options Options::from_env() {
     if (auto v = env_value("WEBSOCKET_AUTH_PUBLIC_KEY")) options.auth_public_key = *v;
     if (auto v = env_value("WEBSOCKET_AUTH_ISSUER")) options.auth_issuer = *v;
     if (auto v = env_value("WEBSOCKET_AUTH_AUDIENCE")) options.auth_audience = *v;
+    if (auto v = env_value("WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY")) {
+        options.close_on_token_expiry = parse_env_bool("WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY", *v);
+    }
     if (auto v = env_value("WEBSOCKET_ALLOWED_ORIGINS")) options.allowed_origins = split_list(*v);
     if (auto v = env_value("WEBSOCKET_TLS_CERT")) options.tls_cert = *v;
     if (auto v = env_value("WEBSOCKET_TLS_KEY")) options.tls_key = *v;
