@@ -11,6 +11,13 @@
 // once it listens. SIGINT/SIGTERM: a notice to every client, running tasks cancelled, every
 // connection closed with 1001, exit status 0.
 //
+// Cluster: with WEBSOCKET_REDIS_URL set, the program is one node of a cluster (several
+// task_servers behind a load balancer, Redis between them: deploy/, cluster_node.hpp;
+// WEBSOCKET_NODE_ID, WEBSOCKET_CLUSTER_PREFIX, TASK_SERVER_CLUSTER_TIMINGS), and prints
+// `NODE <id>` before `LISTENING <port>`. The operator routes /api/admin/* (admin_api.hpp,
+// loopback peers only) drive broadcast_message, send_to_user, publish and disconnect_user
+// from outside.
+//
 // Threads: the manager owns its io_context and network thread(s) (Options::threads). The
 // host's io_context runs on the main thread: signals, the task service's queue and every
 // task coroutine; `co_await manager.xxx(...)` resumes there. HTTP requests run on the
@@ -24,6 +31,7 @@
 #include <exception>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -37,6 +45,8 @@
 
 #include <wsmanager/wsmanager.hpp>
 
+#include "admin_api.hpp"
+#include "cluster_node.hpp"
 #include "http_api.hpp"
 #include "step_processor.hpp"
 #include "task_service.hpp"
@@ -122,8 +132,10 @@ std::filesystem::path find_web_root(std::optional<std::filesystem::path> const& 
 }
 
 /// The manager's on_cancel: true only when the task is the user's and now stopping; a "no"
-/// is answered `forbidden` and nobody else hears of the cancel.
-bool on_cancel(task_server::TaskService& service, wsmanager::CancelRequest const& request) {
+/// is answered `forbidden` and nobody else hears of the cancel. In a cluster every node is
+/// asked and the node that runs the task decides; the others know nothing of it.
+bool on_cancel(task_server::TaskService& service, wsmanager::CancelRequest const& request,
+               bool clustered) {
     using Outcome = task_server::TaskService::CancelOutcome;
     switch (service.request_cancel(request.task_id, request.user_id,
                                    "requested by " + request.user_id)) {
@@ -131,8 +143,10 @@ bool on_cancel(task_server::TaskService& service, wsmanager::CancelRequest const
             say(request.user_id + " cancels task " + request.task_id);
             return true;
         case Outcome::not_found:
-            say("refused: " + request.user_id + " asked to cancel unknown task " +
-                request.task_id);
+            if (!clustered) {
+                say("refused: " + request.user_id + " asked to cancel unknown task " +
+                    request.task_id);
+            }
             return false;
         case Outcome::forbidden:
             say("refused: " + request.user_id + " asked to cancel another user's task " +
@@ -165,6 +179,11 @@ asio::awaitable<int> serve(Manager& manager, task_server::TaskService& service,
     }
     auto const port = std::to_string(manager.local_port());
     bool const any_address = options.host == "0.0.0.0" || options.host == "::";
+    if (auto const status = manager.get_status(); status.cluster.enabled) {
+        say("cluster node " + status.node_id + " (prefix " + options.cluster_prefix +
+            ", Redis " + task_server::redacted(options.redis_url) + ")");
+        std::cout << "NODE " << status.node_id << std::endl;  // for scripts and tests
+    }
     say("listening on " + options.host + ":" + port + " (dashboard files from " +
         web_root.string() + ")");
     say("open http://" + (any_address ? std::string("localhost") : options.host) + ":" + port +
@@ -208,17 +227,28 @@ int main(int argc, char** argv) {
     // Installed before the server starts, so Ctrl-C always ends the program cleanly.
     asio::signal_set signals(io, SIGINT, SIGTERM);
     try {
-        Manager manager(options);  // owns its io_context and network thread(s)
-        task_server::TaskService service(io, manager,
-                                         {.history = 200, .max_running = settings.max_running});
+        // Owns its io_context and network thread(s); a cluster node with WEBSOCKET_REDIS_URL.
+        auto const owned_manager = task_server::make_manager(options);
+        Manager& manager = *owned_manager;
+        auto const node_id = manager.get_status().node_id;  // empty unless clustered
+        bool const clustered = !node_id.empty();
+        task_server::TaskService service(
+            io, manager,
+            {.history = 200, .max_running = settings.max_running, .node_id = node_id});
         task_server::StepProcessor processor(service.notifier());
         service.set_runner([&processor](std::shared_ptr<task_server::Task> task) {
             return processor.run(std::move(task));
         });
         // These run on the manager's threads; they only touch thread-safe TaskService members.
-        manager.on_http(task_server::HttpApi(service, web_root));
-        manager.on_cancel(
-            [&service](wsmanager::CancelRequest const& request) { return on_cancel(service, request); });
+        manager.on_http([admin = task_server::AdminApi(manager, node_id),
+                         api = task_server::HttpApi(service, web_root)](
+                            wsmanager::HttpRequest const& request,
+                            wsmanager::HttpResponse& response) {
+            return admin(request, response) || api(request, response);
+        });
+        manager.on_cancel([&service, clustered](wsmanager::CancelRequest const& request) {
+            return on_cancel(service, request, clustered);
+        });
         manager.on_subscribe([&service](std::string const& user_id, std::string const& topic) {
             return may_subscribe(service, user_id, topic);
         });
@@ -238,7 +268,7 @@ int main(int argc, char** argv) {
                        });
         io.run();
         return exit_code;
-    } catch (std::exception const& e) {  // invalid Options
+    } catch (std::exception const& e) {  // invalid Options or cluster settings
         std::cerr << "task_server: " << e.what() << std::endl;
         return 2;
     }

@@ -27,6 +27,7 @@
 
 #include <asio/error.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
@@ -157,12 +158,29 @@ private:
         auto const& timeout = task.definition().confirm_timeout;
         // (An if, not `?:`: g++ 12 mishandles co_await inside a conditional expression.)
         wsmanager::UserConfirmation answer;
-        if (timeout) {  // the task's own timeout, through notify_user's timeout overload
-            answer = co_await manager.notify_user(std::move(question), task.user_id(), task.id(),
-                                                  step_number, *timeout);
-        } else {  // Options::callback_timeout (WEBSOCKET_CALLBACK_TIMEOUT)
-            answer = co_await manager.notify_user(std::move(question), task.user_id(), task.id(),
-                                                  step_number);
+        for (;;) {
+            std::error_code ec;
+            auto token = asio::redirect_error(asio::use_awaitable, ec);
+            if (timeout) {  // the task's own timeout, through notify_user's timeout overload
+                answer = co_await manager.notify_user(question, task.user_id(), task.id(),
+                                                      step_number, *timeout, token);
+            } else {  // Options::callback_timeout (WEBSOCKET_CALLBACK_TIMEOUT)
+                answer = co_await manager.notify_user(question, task.user_id(), task.id(),
+                                                      step_number, token);
+            }
+            if (ec != wsmanager::error::cluster_unavailable) {
+                if (ec) throw std::system_error(ec);
+                break;
+            }
+            // In a cluster whose Redis is unreachable the question cannot be recorded (it
+            // could not be decided exactly once): nothing was asked, so ask again shortly.
+            co_await notifier_.log(task, "warning",
+                                   "The cluster cannot record the question now (Redis "
+                                   "unreachable); asking again in 1 s");
+            asio::steady_timer retry(co_await asio::this_coro::executor,
+                                     std::chrono::seconds(1));
+            co_await retry.async_wait(asio::use_awaitable);  // cancellation interrupts it
+            throw_if_cancel_requested(task);
         }
         std::string text = answer.proceed ? "Proceed" : "Refused";
         text += " (" + std::string(wsmanager::to_string(answer.reason)) + ")";

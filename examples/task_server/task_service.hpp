@@ -27,6 +27,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <unordered_map>
 #include <unordered_set>
 #include <variant>
@@ -37,6 +38,7 @@
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
@@ -87,7 +89,11 @@ public:
 
     asio::awaitable<std::size_t> notice(std::string level, std::string text) {
         auto message = system_notice(level, text);
-        co_return co_await manager_.broadcast_message(std::move(message));
+        std::error_code ec;
+        auto const count = co_await manager_.broadcast_message(
+            std::move(message), asio::redirect_error(asio::use_awaitable, ec));
+        check(ec);
+        co_return count;
     }
 
     Manager& manager() noexcept { return manager_; }
@@ -95,11 +101,37 @@ public:
 private:
     asio::awaitable<void> send(std::string user_id, std::string task_id,
                                wsmanager::Message message) {
-        co_await manager_.send_to_user(std::move(user_id), message);
-        co_await manager_.publish(wsmanager::protocol::task_topic(task_id), message);
+        std::error_code ec;
+        co_await manager_.send_to_user(std::move(user_id), message,
+                                       asio::redirect_error(asio::use_awaitable, ec));
+        check(ec);
+        co_await manager_.publish(wsmanager::protocol::task_topic(task_id), message,
+                                  asio::redirect_error(asio::use_awaitable, ec));
+        check(ec);
+    }
+
+    /// In a cluster, a send whose other nodes could not be told (Redis unreachable,
+    /// error::cluster_unavailable) has still reached this node's connections: the task goes
+    /// on, and the outage is said once. Any other error is thrown, as before.
+    void check(std::error_code ec) {
+        if (ec == wsmanager::error::cluster_unavailable) {
+            if (!cluster_down_) {
+                cluster_down_ = true;
+                std::cout << "task_server: the other nodes cannot be reached (Redis); task "
+                             "frames reach this node's connections only until it is back"
+                          << std::endl;
+            }
+            return;
+        }
+        if (ec) throw std::system_error(ec);
+        if (cluster_down_) {
+            cluster_down_ = false;
+            std::cout << "task_server: the other nodes can be reached again" << std::endl;
+        }
     }
 
     Manager& manager_;
+    bool cluster_down_ = false;  ///< host io_context only
 };
 
 class TaskService {
@@ -107,6 +139,9 @@ public:
     struct Limits {
         std::size_t history = 200;    ///< tasks kept, finished ones evicted oldest first
         std::size_t max_running = 4;  ///< tasks that run at once; the others wait, queued
+        /// In a cluster, this node's id: system notices (broadcast to every node's
+        /// connections) then say which node they are about. Empty: "this server".
+        std::string node_id{};
     };
 
     /// Runs one task to its end (the step processor); never throws.
@@ -197,8 +232,10 @@ public:
                 if (!task->is_final()) unfinished.push_back(task);
             }
         }
+        auto const who = limits_.node_id.empty() ? std::string("Server")
+                                                 : "Node " + limits_.node_id;
         co_await notifier_.notice("warning",
-                                  "Server shutting down: " + std::to_string(unfinished.size()) +
+                                  who + " shutting down: " + std::to_string(unfinished.size()) +
                                       " unfinished task(s) will be cancelled");
         for (auto const& task : unfinished) {
             if (task->request_cancel(reason)) interrupt(task);
@@ -224,9 +261,11 @@ private:
                                "Queued: \"" + task->definition().name + "\", " +
                                    std::to_string(task->definition().steps.size()) + " step(s)");
         auto const active = count_unfinished();
+        auto const where =
+            limits_.node_id.empty() ? std::string("this server") : "node " + limits_.node_id;
         co_await notifier_.notice("info", task->user_id() + " started a task (" +
-                                              std::to_string(active) +
-                                              " unfinished on this server)");
+                                              std::to_string(active) + " unfinished on " +
+                                              where + ")");
         --admitting_;
         if (task->cancel_requested()) {
             co_await finish_unstarted(task);
