@@ -92,7 +92,7 @@ stage_asan() {
         -DWSMANAGER_BROWSER_TESTS=OFF \
         -DWSMANAGER_SANITIZE=address,undefined || return 1
     log "ctest build/asan"
-    ctest --test-dir build/asan "${ctest_args[@]}" -LE "package|browser" || return 1
+    ctest --test-dir build/asan "${ctest_args[@]}" -LE "package|browser|soak" || return 1
 }
 
 # Prints the command prefix ThreadSanitizer needs on this machine: nothing, or `setarch <arch> -R`
