@@ -8,10 +8,18 @@
 # first on the include path, so every other websocketpp header is still the
 # system one. Nothing of websocketpp is kept in the repository.
 #
-# Two more headers get one edit each, so that a handshake of a version websocketpp has no
-# processor for (14, say) is answered as RFC 6455 section 4.4 asks and as wsmanager answers
-# the drafts it refuses itself (hixie-76, 7, 8): `426` with `Sec-WebSocket-Version: 13`,
-# instead of `400` advertising `0,7,8,13`.
+# A few more edits, each of one exact text (a websocketpp of another version fails the
+# configure instead of building something else):
+# - a handshake of a version websocketpp has no processor for (14, say) is answered as
+#   RFC 6455 section 4.4 asks and as wsmanager answers the drafts it refuses itself
+#   (hixie-76, 7, 8): `426` with `Sec-WebSocket-Version: 13`, instead of `400` advertising
+#   `0,7,8,13`;
+# - an idle connection costs less memory (docs/performance.md, "Memory"): the two handler
+#   buffers inside every transport connection shrink from 1 KiB to 512 bytes (the read and
+#   write operations Asio allocates in them take about 300; a larger one is allocated as
+#   usual), and websocketpp's own send queue, which carries only its control frames since
+#   the manager owns the data path, is a list that allocates nothing while empty instead of
+#   a deque that allocates 512 bytes at construction.
 #
 #   wsmanager_websocketpp_overlay(<out_var> <websocketpp_include_dir> <overlay_root>)
 #
@@ -29,16 +37,24 @@ function(_wsmanager_overlay_write target text)
     endif()
 endfunction()
 
-# Copies one header with `from` replaced by `to`; fails when `from` is not there (another
-# websocketpp version), rather than building something else silently.
-function(_wsmanager_overlay_edit include_dir overlay_root header from to)
+# Copies one header with each `from` replaced by the `to` after it (pairs, in order); fails
+# when a `from` is not there (another websocketpp version), rather than building something
+# else silently.
+function(_wsmanager_overlay_edit include_dir overlay_root header)
     file(READ "${include_dir}/websocketpp/${header}" _text)
-    string(FIND "${_text}" "${from}" _at)
-    if(_at EQUAL -1)
-        message(FATAL_ERROR "wsmanager: websocketpp/${header} is not the expected 0.8.2 text")
-    endif()
-    string(REPLACE "${from}" "${to}" _fixed "${_text}")
-    _wsmanager_overlay_write("${overlay_root}/websocketpp/${header}" "${_fixed}")
+    # ARGV<n>, not ARGN: the texts contain semicolons, which a list would split at.
+    math(EXPR _last "${ARGC} - 1")
+    foreach(_i RANGE 3 ${_last} 2)
+        math(EXPR _j "${_i} + 1")
+        set(_from "${ARGV${_i}}")
+        set(_to "${ARGV${_j}}")
+        string(FIND "${_text}" "${_from}" _at)
+        if(_at EQUAL -1)
+            message(FATAL_ERROR "wsmanager: websocketpp/${header} is not the expected 0.8.2 text")
+        endif()
+        string(REPLACE "${_from}" "${_to}" _text "${_text}")
+    endforeach()
+    _wsmanager_overlay_write("${overlay_root}/websocketpp/${header}" "${_text}")
 endfunction()
 
 function(wsmanager_websocketpp_overlay out_var websocketpp_include_dir overlay_root)
@@ -64,7 +80,13 @@ function(wsmanager_websocketpp_overlay out_var websocketpp_include_dir overlay_r
 
     # The versions advertised, and the status, of a refused version.
     _wsmanager_overlay_edit("${websocketpp_include_dir}" "${overlay_root}" connection.hpp
-        "versions_supported = {0,7,8,13};" "versions_supported = {13};")
+        "versions_supported = {0,7,8,13};" "versions_supported = {13};"
+        "#include <queue>\n" "#include <list>\n#include <queue>\n"
+        "std::queue<message_ptr> m_send_queue;"
+        "std::queue<message_ptr, std::list<message_ptr>> m_send_queue;")
+    _wsmanager_overlay_edit("${websocketpp_include_dir}" "${overlay_root}"
+        transport/asio/base.hpp
+        "static const size_t size = 1024;" "static const size_t size = 512;")
     _wsmanager_overlay_edit("${websocketpp_include_dir}" "${overlay_root}"
         impl/connection_impl.hpp
         "no processor for version\");\n    m_response.set_status(http::status_code::bad_request);"

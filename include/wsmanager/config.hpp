@@ -162,6 +162,11 @@ struct plain : websocketpp::config::asio {
     using elog_type = detail::websocketpp_log<concurrency_type, websocketpp::log::elevel>;
     using connection_base = detail::connection_data;
 
+    /// websocketpp reads into a buffer inside each connection object (16 KiB by default).
+    /// Clients send small JSON actions, and an idle connection should cost little; a larger
+    /// frame takes several reads (docs/performance.md, "Memory").
+    static const size_t connection_read_buffer_size = 512;
+
     struct transport_config : base::transport_config {
         using concurrency_type = type::concurrency_type;
         using alog_type = type::alog_type;

@@ -62,6 +62,9 @@ struct tls : websocketpp::config::asio_tls {
     using elog_type = detail::websocketpp_log<concurrency_type, websocketpp::log::elevel>;
     using connection_base = detail::connection_data;
 
+    /// As config::plain (the TLS stream reads records into a buffer of its own).
+    static const size_t connection_read_buffer_size = plain::connection_read_buffer_size;
+
     struct transport_config : base::transport_config {
         using concurrency_type = type::concurrency_type;
         using alog_type = type::alog_type;

@@ -13,6 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <asio/use_future.hpp>
 #include <catch2/catch.hpp>
 #include <rapidjson/document.h>
@@ -410,6 +415,9 @@ TEST_CASE("a connection whose frames wait for a busy manager stops reading, and 
           "[frames][backpressure]") {
     auto options = test_options();
     options.max_frames_per_second = 0;
+    // Two threads: while "hold" keeps one on the manager strand, the other goes on reading
+    // the connection (on one thread the reads would wait too, and nothing would pile up).
+    options.threads = 2;
     Manager manager(options);
     std::atomic<bool> block{true};
     // The first "hold" frame keeps the manager strand busy while the pings pile up.
@@ -436,5 +444,42 @@ TEST_CASE("a connection whose frames wait for a busy manager stops reading, and 
     }
     CHECK(frames_metric(manager.metrics_text(), "wsmanager_read_pauses_total") > pauses_before);
     CHECK(ping_pong(*client));
+    stop(manager);
+}
+
+namespace {
+/// TCP_NODELAY of the server's end of every connection accepted on `port`, found among this
+/// process's own descriptors (the manager runs in the test process).
+std::vector<int> accepted_nodelay(std::uint16_t port) {
+    std::vector<int> found;
+    for (int fd = 0; fd < 4096; ++fd) {
+        sockaddr_in local{};
+        socklen_t length = sizeof local;
+        if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) continue;
+        if (local.sin_family != AF_INET || ntohs(local.sin_port) != port) continue;
+        sockaddr_in peer{};
+        length = sizeof peer;
+        if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &length) != 0) continue;  // the listener
+        int nodelay = -1;
+        length = sizeof nodelay;
+        if (::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &length) != 0) continue;
+        found.push_back(nodelay);
+    }
+    return found;
+}
+}  // namespace
+
+TEST_CASE("accepted connections have Nagle's algorithm off", "[frames][tcp]") {
+    // With Nagle on, a small frame written while an earlier one is unacknowledged waits for
+    // the peer's delayed ACK: 40 ms on Linux, in every confirmation round trip.
+    Manager manager(test_options());
+    start(manager);
+    auto first = connect_client(manager.local_port(), "user_id=alice");
+    auto second = connect_client(manager.local_port(), "user_id=bob");
+    REQUIRE(first.hello.has_value());
+    REQUIRE(second.hello.has_value());
+    auto const nodelay = accepted_nodelay(manager.local_port());
+    CHECK(nodelay.size() == 2);
+    for (int value : nodelay) CHECK(value != 0);
     stop(manager);
 }

@@ -24,6 +24,7 @@
 #include <system_error>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <asio/error.hpp>
 #include <asio/io_context.hpp>
@@ -105,15 +106,38 @@ public:
         server_.set_max_http_body_size(options_.max_http_body_size);
         server_.set_user_agent(options_.server_name);
         // No Nagle: a lone frame leaves at once (the cork gathers bursts itself), and no
-        // 40 ms wait for a delayed ACK behind a small write.
-        server_.set_socket_init_handler([](websocketpp::connection_hdl, auto& socket) {
-            std::error_code ignored;
-            lowest_layer(socket).set_option(asio::ip::tcp::no_delay(true), ignored);
+        // 40 ms wait for a delayed ACK behind a small write. Set in the TCP pre-init handler,
+        // which runs once the socket is accepted: websocketpp calls its socket init handler
+        // before the accept, where the option cannot be set on a socket not yet open.
+        server_.set_tcp_pre_init_handler([this](websocketpp::connection_hdl hdl) {
+            std::error_code ec;
+            auto con = server_.get_con_from_hdl(std::move(hdl), ec);
+            if (ec) return;
+            lowest_layer(con->get_socket()).set_option(asio::ip::tcp::no_delay(true), ec);
         });
     }
 
     websocketpp_transport(websocketpp_transport const&) = delete;
     websocketpp_transport& operator=(websocketpp_transport const&) = delete;
+
+    /// websocketpp keeps the upgrade's request and response in the connection for the
+    /// connection's life. Nothing reads their headers after the open (the gate read what it
+    /// needs), so they are dropped: an idle connection is cheaper by their map and strings.
+    template <class Connection>
+    static void release_handshake_headers(Connection& con) {
+        using request_type = typename Connection::request_type;
+        using response_type = typename Connection::response_type;
+        // get_request() and get_response() are const views of members of a non-const object.
+        release_headers(const_cast<request_type&>(con.get_request()));
+        release_headers(const_cast<response_type&>(con.get_response()));
+    }
+
+    static void release_headers(websocketpp::http::parser::parser& message) {
+        std::vector<std::string> names;
+        names.reserve(message.get_headers().size());
+        for (auto const& header : message.get_headers()) names.push_back(header.first);
+        for (auto const& name : names) message.remove_header(name);
+    }
 
     /// Installs websocketpp's handlers, which hold weak references to this transport and
     /// report to `events`.
@@ -126,6 +150,7 @@ public:
         });
         server_.set_open_handler(on_session(weak, [](auto& self, auto& session, auto& con) {
             con.wsmanager_handshake.reset();  // upgraded: no longer a handshake in progress
+            release_handshake_headers(con);
             session->arm_expiry(con);
             if (auto events = self.events_.lock()) events->on_session_open(session);
         }));
