@@ -38,10 +38,11 @@ What it checks (docs/cluster.md):
      Redis holds nothing of the cluster once the decided confirmations' keep time is over.
 
 Timings: the nodes get TASK_SERVER_CLUSTER_TIMINGS (heartbeat 500 ms, node TTL 2 s, decided
-confirmations kept 3 s, reconnects 50-500 ms). Every wait is bounded (STEP, WAIT), the whole
-run by TOTAL_TIMEOUT; nothing asserts on speed but the dead node's TTL. Ports are picked free
-on 127.0.0.1; the test stops only the processes it started, in `finally`, and they die with it
-(PR_SET_PDEATHSIG) if it is killed. Logs are kept in a temporary folder when a check fails.
+confirmations kept 3 s, reconnects 50-500 ms, cancel round 10 s). Every wait is bounded
+(STEP, WAIT), the whole run by TOTAL_TIMEOUT; nothing asserts on speed but the dead node's
+TTL. Ports are picked free on 127.0.0.1; the test stops only the processes it started, in
+`finally`, and they die with it (PR_SET_PDEATHSIG) if it is killed. Logs are kept in a
+temporary folder when a check fails.
 Exit status 0 when every check passed, 1 otherwise, 2 on a usage error.
 """
 
@@ -58,15 +59,15 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "deployment"))
 
-from harness import (Checks, Failed, Proc, Resp, Tab, ahttp, free_port,  # noqa: E402
-                     of_type, run_bounded, task_frame, wait_port)
+from harness import (STEP_S, Checks, Failed, Proc, Resp, Tab, ahttp,  # noqa: E402
+                     free_port, of_type, run_bounded, task_frame, wait_port)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(ROOT, "deploy")
 # Generous bounds: a busy shared machine (or a sanitizer build) may be many times slower than
 # an idle one. Only a failing run waits them out.
 TOTAL_TIMEOUT = 240  # seconds, the whole run; an idle run takes about 25 s
-STEP = 15.0          # seconds, one network step
+STEP = STEP_S        # seconds, one network step (15)
 WAIT = 30.0          # seconds, the cluster settling (nodes joining, reconnecting)
 
 HEARTBEAT_S = 0.5
@@ -74,7 +75,7 @@ NODE_TTL_S = 2.0
 DECIDED_KEPT_S = 3.0
 TIMINGS = (f"heartbeat_interval={int(HEARTBEAT_S * 1000)}ms,node_ttl={NODE_TTL_S}s,"
            f"decided_kept={DECIDED_KEPT_S}s,reconnect_initial=50ms,reconnect_max=500ms,"
-           "cancel_timeout=2s")
+           "cancel_timeout=10s")
 NODE_NAMES = ("a", "b", "c")
 # nginx.conf's placeholders, in the order of the nodes
 UPSTREAM_PLACEHOLDERS = ("127.0.0.1:8765", "127.0.0.1:8766", "127.0.0.1:8767")
@@ -282,7 +283,7 @@ class Deployment:
     def stop_all(self):
         for proc in reversed(self.procs):
             if proc.alive():
-                proc.stop(signal.SIGTERM, timeout=8)
+                proc.stop(signal.SIGTERM, timeout=15)
             proc.close_log()
 
 
@@ -597,8 +598,12 @@ async def cancel_across(d):
     await gus_b.send({"action": "cancel", "task_id": task_id})
     await gus_b.wait(of_type("task_cancelled", task_id=task_id), STEP, "task_cancelled")
     await gus_b.wait(task_frame(task_id, "cancelled"), STEP, "cancelled")
-    check(any(line.endswith(f"gus cancels task {task_id}") for line in d.nodes["a"].output()),
-          "a cancel on B reached the on_cancel handler of A, which runs the task")
+    # A's handler logs the cancel; its line may reach us after B's frames.
+    deadline = time.monotonic() + STEP
+    while not (said := any(line.endswith(f"gus cancels task {task_id}")
+                           for line in d.nodes["a"].output())) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    check(said, "a cancel on B reached the on_cancel handler of A, which runs the task")
     check((await d.task("a", task_id))["state"] == "cancelled", "the task is cancelled on A")
 
 
@@ -813,7 +818,7 @@ async def the_end(d):
     await d.close_tabs()
     codes = {}
     for name in NODE_NAMES:
-        codes[name] = d.nodes[name].stop(signal.SIGTERM, timeout=10)
+        codes[name] = d.nodes[name].stop(signal.SIGTERM, timeout=WAIT)
     check(all(c == 0 for c in codes.values()), "every node stops cleanly (SIGTERM, exit 0)",
           str(codes))
     keys = d.resp.keys(f"{d.prefix}:*")

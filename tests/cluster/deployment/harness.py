@@ -18,6 +18,9 @@ import urllib.request
 
 import websockets
 
+# A network step's bound: generous, for a busy machine or a sanitizer build.
+STEP_S = 15.0
+
 # ---- checks --------------------------------------------------------------------------------
 
 
@@ -190,7 +193,7 @@ class Resp:
     def __init__(self, port):
         self.port = port
 
-    def command(self, *args, timeout=3.0):
+    def command(self, *args, timeout=10.0):
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
             out = f"*{len(args)}\r\n".encode()
             for a in args:
@@ -241,7 +244,7 @@ class Resp:
 
 # ---- HTTP --------------------------------------------------------------------------------
 
-def http(port, method, path, body=None, timeout=5.0):
+def http(port, method, path, body=None, timeout=STEP_S):
     """(status, parsed JSON or text) from http://127.0.0.1:<port><path>."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
@@ -262,7 +265,7 @@ def http(port, method, path, body=None, timeout=5.0):
     return status, text
 
 
-async def ahttp(port, method, path, body=None, timeout=5.0):
+async def ahttp(port, method, path, body=None, timeout=STEP_S):
     return await asyncio.to_thread(http, port, method, path, body, timeout)
 
 
@@ -287,7 +290,7 @@ class Tab:
     def url(self):
         return f"ws://127.0.0.1:{self.port}/ws?user_id={self.user}"
 
-    async def open(self, timeout=5.0):
+    async def open(self, timeout=STEP_S):
         self.closed = None
         self.ws = await asyncio.wait_for(
             websockets.connect(self.url, subprotocols=["wsmanager.v1"], open_timeout=timeout,
@@ -313,7 +316,7 @@ class Tab:
                 self._changed.notify_all()
 
     async def send(self, value):
-        await asyncio.wait_for(self.ws.send(json.dumps(value)), 5)
+        await asyncio.wait_for(self.ws.send(json.dumps(value)), STEP_S)
 
     def matching(self, predicate, start=0):
         return [f for f in self.frames[start:] if predicate(f)]
@@ -348,7 +351,7 @@ class Tab:
         except asyncio.TimeoutError:
             return None
 
-    async def ping(self, timeout=5.0):
+    async def ping(self, timeout=STEP_S):
         # An integer and a request_id: the server parses numbers at RapidJSON's default
         # precision, so a float timestamp may come back one unit in the last place off.
         self._pings += 1
