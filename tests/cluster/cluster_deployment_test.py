@@ -57,6 +57,8 @@ import sys
 import tempfile
 import time
 
+import websockets
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "deployment"))
 
 from harness import (STEP_S, Checks, Failed, Proc, Resp, Tab, ahttp,  # noqa: E402
@@ -851,6 +853,8 @@ async def run(d):
             await body(d)
         except Failed as problem:
             check(False, f"{name}: could not finish", str(problem))
+        except (OSError, EOFError, websockets.WebSocketException) as error:
+            check(False, f"{name}: could not finish", f"{type(error).__name__}: {error}")
         timings[name] = time.monotonic() - started
 
     d.start_redis()
