@@ -59,6 +59,7 @@ import time
 
 import websockets
 
+sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "deployment"))
 
 from harness import (STEP_S, Checks, Failed, Proc, Resp, Tab, ahttp,  # noqa: E402
