@@ -286,9 +286,11 @@ inline bool strings_are_utf8(rapidjson::Value const& root) { return json_is_writ
  * The text must outlive the result only during this call (strings are copied).
  */
 inline std::optional<FrameProblem> parse_client_frame(std::string_view text, ClientFrame& out) {
-    // Iterative: a deeply nested frame must not exhaust the stack. RapidJSON would stop at
-    // a NUL byte and ignore the rest; raw NUL is never JSON.
-    out.document.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
+    // Iterative: a deeply nested frame must not exhaust the stack. Full precision: a number
+    // echoed back (a ping's timestamp) is the number sent, to the last bit. RapidJSON would
+    // stop at a NUL byte and ignore the rest; raw NUL is never JSON.
+    out.document.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseFullPrecisionFlag>(
+        text.data(), text.size());
     if (out.document.HasParseError() || text.find('\0') != std::string_view::npos) {
         return FrameProblem{ErrorCode::invalid_json, "Invalid JSON format"};
     }
