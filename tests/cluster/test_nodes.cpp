@@ -48,17 +48,21 @@ inline wsmanager::cluster::RedisOptions fast() {
     return r;
 }
 
-/// One node: a manager with the Redis backplane on a free port.
+/// One node: a manager with the Redis backplane on a free port; `adjust_redis` changes its
+/// fast() timings.
 struct node {
     node(redis_server const& redis, std::string id, std::string prefix = "wsmtest",
-         std::function<void(wsmanager::Options&)> const& adjust = {}) {
+         std::function<void(wsmanager::Options&)> const& adjust = {},
+         std::function<void(wsmanager::cluster::RedisOptions&)> const& adjust_redis = {}) {
         auto options = test_options();
         if (adjust) adjust(options);
         options.redis_url = "redis://127.0.0.1:" + std::to_string(redis.port());
         options.node_id = std::move(id);
         options.cluster_prefix = std::move(prefix);
         options.threads = 2;
-        manager = std::make_unique<Manager>(options, wsmanager::cluster::redis(options, fast()));
+        auto timings = fast();
+        if (adjust_redis) adjust_redis(timings);
+        manager = std::make_unique<Manager>(options, wsmanager::cluster::redis(options, timings));
         start(*manager);
     }
     std::uint16_t port() const { return manager->local_port(); }
@@ -412,6 +416,90 @@ TEST_CASE("cluster: Redis killed and restarted: local delivery goes on, cross-no
     CHECK(wait_until([&] { return a.manager->get_status().pending_callbacks == 0; }));
     auto const metrics = a.manager->metrics_text();
     CHECK(metrics.find("wsmanager_cluster_reconnects_total 0\n") == std::string::npos);
+    stop(*a.manager);
+    stop(*b.manager);
+}
+
+TEST_CASE("cluster: Redis restarted empty: an answer on a node back before the asking node "
+          "has recorded its confirmations again is `unavailable`, not lost",
+          "[cluster][nodes][faults][threaded]") {
+    redis_server redis;
+    // A comes back late (its first backoff 8 s, jittered to 4-12 s), B at once. Both have the
+    // same reconnect_max, as a cluster's nodes do: B's settle window after its reconnect,
+    // 1.5 x 8 s + connect and command timeouts, covers A's return and reconcile.
+    node a(redis, "a", "wsmtest", {}, [](wsmanager::cluster::RedisOptions& r) {
+        r.reconnect_initial = 8s;
+        r.reconnect_max = 8s;
+    });
+    node b(redis, "b", "wsmtest", {}, [](wsmanager::cluster::RedisOptions& r) {
+        r.reconnect_initial = 50ms;
+        r.reconnect_max = 8s;
+    });
+    REQUIRE(cluster_of({&a, &b}, 2));
+    auto tab_a = connect_client(a.port(), "user_id=alice");
+    auto tab_b = connect_client(b.port(), "user_id=alice");
+    REQUIRE(tab_a.hello);
+    REQUIRE(tab_b.hello);
+    auto decision = a.manager->notify_user(step(), "alice", "task-s", 1, 120s, asio::use_future);
+    auto request = tab_b->next_of_type("task_step_result");
+    REQUIRE(request);
+    REQUIRE(tab_a->next_of_type("task_step_result"));
+    auto const id = *string_member(*request, "callback_id");
+    auto confirm = [&](std::string const& feedback) {
+        return R"({"action":"confirm","callback_id":")" + id +
+               R"(","proceed":true,"feedback":")" + feedback + R"(","request_id":"r"})";
+    };
+
+    redis.kill();
+    REQUIRE(wait_until(
+        [&] {
+            return !a.manager->get_status().cluster.connected &&
+                   !b.manager->get_status().cluster.connected;
+        },
+        10s));
+    redis.restart();  // empty: A's confirmation is gone from Redis
+    REQUIRE(wait_until([&] { return b.manager->get_status().cluster.connected; }, 20s));
+    // A waits out its backoff (4 s at least): B decides alone, and Redis has no record.
+    REQUIRE_FALSE(a.manager->get_status().cluster.connected);
+    REQUIRE(tab_b->send_text(confirm("early")));
+    auto refused = tab_b->next_of_type("error", 10s);
+    REQUIRE(refused);
+    CHECK(*string_member(*refused, "code") == "unavailable");  // not unknown_callback
+    CHECK(decision.wait_for(0s) != std::future_status::ready);
+
+    // A is back and records its confirmation again: alice's next answer decides it, once.
+    REQUIRE(wait_until([&] { return a.manager->get_status().cluster.connected; }, 30s));
+    std::optional<rapidjson::Document> resolved;
+    std::vector<std::string> errors;
+    REQUIRE(wait_until(
+        [&] {
+            tab_b->send_text(confirm("after"));
+            auto frame = tab_b->next_json(1000ms);
+            while (frame && frame_type(*frame) != "confirmation_resolved" &&
+                   frame_type(*frame) != "error") {
+                frame = tab_b->next_json(1000ms);
+            }
+            if (frame && frame_type(*frame) == "error") {
+                errors.push_back(string_member(*frame, "code").value_or("?"));
+            }
+            if (frame && frame_type(*frame) == "confirmation_resolved") resolved = std::move(frame);
+            return resolved.has_value();
+        },
+        30s));
+    for (auto const& code : errors) CHECK(code == "unavailable");  // until A has reconciled
+    CHECK(*string_member(*resolved, "callback_id") == id);
+    CHECK((*resolved)["proceed"].GetBool());
+    auto const answer = get(std::move(decision), 10s);
+    CHECK(answer.proceed);
+    CHECK(answer.feedback == std::optional<std::string>("after"));
+    CHECK(answer.reason == wsmanager::ConfirmationReason::user);
+    auto resolved_a = tab_a->next_of_type("confirmation_resolved", 10s);
+    REQUIRE(resolved_a);
+    CHECK(*string_member(*resolved_a, "callback_id") == id);
+    CHECK((*resolved_a)["proceed"].GetBool());
+    CHECK(tab_a->expect_silence(silence_window));  // told once
+    CHECK(tab_b->expect_silence(silence_window));
+    CHECK(a.manager->get_status().pending_callbacks == 0);
     stop(*a.manager);
     stop(*b.manager);
 }

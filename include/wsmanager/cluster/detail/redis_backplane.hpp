@@ -128,6 +128,8 @@ public:
                 log_->write(LogLevel::error, "cluster_unavailable",
                             "cannot reach Redis at start (" + ec.message() +
                                 "): running on this node alone until it can");
+                // Its first connection will come after the others', as a reconnect does.
+                reconnecting_ = true;
             }
             schedule_heartbeat();
             done({});
@@ -302,6 +304,23 @@ private:
                 std::to_string(expires_ms), encode_step(c.result), std::to_string(ttl)};
     }
 
+    /// After a reconnect, how long a decide that finds no record says `unavailable`, not
+    /// `unknown`: a Redis that restarted empty has lost the confirmations, and their nodes
+    /// record them again only once they have reconnected too (reconcile). That is within a
+    /// backoff wait (at most 1.5 reconnect_max, its jitter), a connect and a heartbeat's
+    /// reply after Redis is back, every node having the same timings; node_ttl at least,
+    /// the age at which a silent node counts as dead (docs/cluster.md).
+    std::chrono::milliseconds settle_window() const {
+        return std::max(settings_.node_ttl, settings_.reconnect_max * 3 / 2 +
+                                                settings_.connect_timeout +
+                                                settings_.command_timeout);
+    }
+    /// True within the settle window of this node's last reconnect.
+    bool settling() const {
+        return std::chrono::steady_clock::now().time_since_epoch().count() <
+               settle_until_.load(std::memory_order_relaxed);
+    }
+
     void received(std::string const& channel, std::string const& payload);
     void state(bool up);
     void schedule_heartbeat();
@@ -348,9 +367,15 @@ private:
     std::map<std::string, cancel_round> cancels_;
     bool reconcile_due_ = false;
     bool stopping_ = false;
+    /// The next connection is a reconnect (or a first one that came late): it opens a
+    /// settle window.
+    bool reconnecting_ = false;
 
     // Any thread reads these.
     std::atomic<bool> connected_{false};
+    /// The settle window's end, steady_clock ticks (0: none). Written by state(), read by
+    /// decide's completion.
+    std::atomic<std::chrono::steady_clock::rep> settle_until_{0};
     std::atomic<std::size_t> nodes_{0};
     std::atomic<std::size_t> connections_{0};
     std::atomic<std::size_t> users_{0};

@@ -67,7 +67,7 @@ inline void redis_backplane::decide(std::string const& callback_id, std::string 
     link_->run(decide_, {layout_.confirmation(callback_id)},
                {callback_id, user_id, decision_json(proposal), node_id_, layout_.prefix,
                 layout_.bus(), ms(settings_.decided_kept), std::to_string(wall_ms())},
-               guarded([done](std::error_code ec, redis_value const& reply) {
+               guarded([this, done](std::error_code ec, redis_value const& reply) {
                    // Not knowing whether the script ran is "unavailable": the asking node
                    // tries again (and then loses, against itself, if it had won).
                    if (ec || !reply.is_array() || reply.as_array().empty() ||
@@ -91,7 +91,12 @@ inline void redis_backplane::decide(std::string const& callback_id, std::string 
                                             std::move(*decided), std::move(task)});
                    }
                    if (verdict == "forbidden") return done(decision{decision_verdict::forbidden, {}, {}});
-                   done(decision{decision_verdict::unknown, {}, {}});
+                   // Soon after a reconnect, a confirmation Redis has no record of may be one
+                   // its node has not recorded again yet (a Redis that restarted empty): the
+                   // client may answer again, rather than drop its answer.
+                   done(decision{settling() ? decision_verdict::unavailable
+                                            : decision_verdict::unknown,
+                                 {}, {}});
                }));
 }
 
@@ -256,9 +261,22 @@ inline void redis_backplane::received(std::string const& channel, std::string co
 // ---- liveness ----------------------------------------------------------------------------
 
 inline void redis_backplane::state(bool up) {
+    if (up && std::exchange(reconnecting_, true)) {
+        // A reconnect: the settle window opens (settle_window), before connected_ is set.
+        auto const window = settle_window();
+        settle_until_.store(
+            (std::chrono::steady_clock::now() + window).time_since_epoch().count(),
+            std::memory_order_relaxed);
+        log_->write(LogLevel::info, "cluster_connected",
+                    "node " + node_id_ + " reaches Redis again; for " +
+                        std::to_string(window.count()) +
+                        " ms, answers to confirmations Redis has no record of are "
+                        "'unavailable' while the nodes record theirs again");
+    } else if (up) {
+        log_->write(LogLevel::info, "cluster_connected", "node " + node_id_ + " reaches Redis");
+    }
     connected_.store(up);
     if (!up) return;
-    log_->write(LogLevel::info, "cluster_connected", "node " + node_id_ + " reaches Redis");
     // Back: this node's presence again, then its pending confirmations reconciled (a Redis
     // that restarted empty has lost them).
     auto users = host_->local_users();
