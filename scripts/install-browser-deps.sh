@@ -14,39 +14,19 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 browser_dir="${root}/tests/browser"
 
-if [[ "$(id -u)" -eq 0 ]]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-    as_root=(sudo)
-else
-    as_root=(false)
-fi
+source "${root}/scripts/lib/apt.sh"
 
-installed() {
-    [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" == "installed" ]]
-}
-
-# Debian's chromium, and node with npm. A node from elsewhere (e.g. NodeSource's nodejs,
-# which bundles npm) is used as it is: only missing commands are installed from Debian.
 missing=()
-installed chromium || missing+=(chromium)
+apt_installed chromium || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [[ ${#missing[@]} -gt 0 ]]; then
-    if [[ "${as_root[*]}" == "false" ]]; then
-        echo "install-browser-deps: not root and no sudo; install these packages: ${missing[*]}" >&2
-        exit 1
-    fi
-    echo "install-browser-deps: installing ${missing[*]}"
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends "${missing[@]}"
+    apt_install install-browser-deps "${missing[@]}"
 else
     echo "install-browser-deps: chromium, node and npm already installed"
 fi
 
-# playwright-core drives the system chromium; it must not download browsers of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 lock="${browser_dir}/package-lock.json"

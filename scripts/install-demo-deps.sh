@@ -25,18 +25,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [[ ${#missing[@]} -gt 0 ]]; then
-    if [[ "$(id -u)" -eq 0 ]]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        log "not root and no sudo; install these packages: ${missing[*]}" >&2
-        exit 1
-    fi
-    log "installing ${missing[*]}"
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends "${missing[@]}"
+    source "${root}/scripts/lib/apt.sh"
+    apt_install install-demo-deps "${missing[@]}"
 else
     log "chromium, node and npm already installed"
 fi

@@ -20,35 +20,15 @@ packages=(
     # Redis scale-out, the reverse-proxy example, the browser tests, the metrics check.
 )
 
-missing=()
-for package in "${packages[@]}"; do
-    status="$(dpkg-query -W -f='${db:Status-Status}' "${package}" 2>/dev/null || true)"
-    if [[ "${status}" != "installed" ]]; then
-        missing+=("${package}")
-    fi
-done
+here="$(dirname "${BASH_SOURCE[0]}")"
+source "${here}/lib/apt.sh"
 
-install_missing_packages() {
-    if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "install-deps: all ${#packages[@]} packages already installed"
-        return 0
-    fi
-    local -a as_root
-    if [[ "$(id -u)" -eq 0 ]]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        echo "install-deps: not root and no sudo; install these packages: ${missing[*]}" >&2
-        return 1
-    fi
-    echo "install-deps: installing ${missing[*]}"
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends "${missing[@]}"
-}
-
-install_missing_packages
+apt_find_missing "${packages[@]}"
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all ${#packages[@]} packages already installed"
+else
+    apt_install install-deps "${missing[@]}"
+fi
 
 # --base: only what building and running needs (the demo); the test tools come next.
 if [[ "${1:-}" == "--base" ]]; then
@@ -56,7 +36,6 @@ if [[ "${1:-}" == "--base" ]]; then
 fi
 
 # Each feature's own installer: idempotent, fast when everything is there.
-here="$(dirname "${BASH_SOURCE[0]}")"
 for installer in install-observability-deps.sh install-demo-deps.sh install-browser-deps.sh \
     install-cluster-deps.sh; do
     if [[ -f "${here}/${installer}" ]]; then

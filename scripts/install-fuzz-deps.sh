@@ -12,29 +12,11 @@ set -euo pipefail
 
 packages=(clang-14 libclang-rt-14-dev llvm-14)
 
-missing=()
-for package in "${packages[@]}"; do
-    status="$(dpkg-query -W -f='${db:Status-Status}' "${package}" 2>/dev/null || true)"
-    if [[ "${status}" != "installed" ]]; then
-        missing+=("${package}")
-    fi
-done
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
+apt_find_missing "${packages[@]}"
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install-fuzz-deps: all ${#packages[@]} packages already installed"
     exit 0
 fi
-
-if [[ "$(id -u)" -eq 0 ]]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-    as_root=(sudo)
-else
-    echo "install-fuzz-deps: not root and no sudo; install these packages: ${missing[*]}" >&2
-    exit 1
-fi
-
-echo "install-fuzz-deps: installing ${missing[*]}"
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
+apt_install install-fuzz-deps "${missing[@]}"
