@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
-// What the benchmark's load generator and its servers share: the clock, /proc readings, a
-// latency histogram, a JSON line writer, the bench protocol's messages, server-side framing
-// and the WebSocket handshake's accept key. No websocketpp, no wsmanager.
+// What the benchmark's load generator and its servers share: the clock, /proc readings, ending
+// a child process, a latency histogram, a JSON line writer, the bench protocol's messages,
+// server-side framing and the WebSocket handshake's accept key. No websocketpp, no wsmanager.
 //
 // The bench protocol (every frame is JSON text; the servers in server_*.cpp implement it):
 //   client -> server                                  server -> clients
@@ -25,8 +25,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -37,10 +40,13 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <openssl/sha.h>
 #include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace wsbench_local {
@@ -62,6 +68,21 @@ inline void raise_file_limit() {
         limit.rlim_cur = limit.rlim_max;
         setrlimit(RLIMIT_NOFILE, &limit);
     }
+}
+
+/// Ends a child process: SIGTERM, up to 3 s for it to go, then SIGKILL; reaped either way.
+inline void terminate_child(pid_t pid) {
+    if (pid <= 0) return;
+    ::kill(pid, SIGTERM);
+    for (int i = 0; i < 300; ++i) {
+        int status = 0;
+        auto const r = ::waitpid(pid, &status, WNOHANG);
+        if (r == pid || (r < 0 && errno == ECHILD)) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
 }
 
 inline std::size_t file_limit() {

@@ -223,24 +223,10 @@ public:
         return true;
     }
 
-    /// SIGTERM, up to 3 s for it to go, then SIGKILL; reaped either way.
+    /// Ends the server (terminate_child) and closes its output.
     void stop() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGTERM);
-            bool gone = false;
-            for (int i = 0; i < 300 && !gone; ++i) {
-                int status = 0;
-                auto const r = ::waitpid(pid_, &status, WNOHANG);
-                gone = r == pid_ || (r < 0 && errno == ECHILD);
-                if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-            }
-            if (!gone) {
-                ::kill(pid_, SIGKILL);
-                int status = 0;
-                ::waitpid(pid_, &status, 0);
-            }
-            pid_ = -1;
-        }
+        terminate_child(pid_);
+        pid_ = -1;
         if (out_ >= 0) {
             ::close(out_);
             out_ = -1;

@@ -169,22 +169,8 @@ void redis_process::stop() {
 }
 
 void redis_process::end_child() {
-    if (pid_ > 0) {
-        ::kill(pid_, SIGTERM);
-        bool gone = false;
-        for (int i = 0; i < 300 && !gone; ++i) {
-            int status = 0;
-            auto const r = ::waitpid(pid_, &status, WNOHANG);
-            gone = r == pid_ || (r < 0 && errno == ECHILD);
-            if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-        if (!gone) {
-            ::kill(pid_, SIGKILL);
-            int status = 0;
-            ::waitpid(pid_, &status, 0);
-        }
-        pid_ = -1;
-    }
+    terminate_child(pid_);
+    pid_ = -1;
 }
 
 void redis_process::remove_dir() {
