@@ -26,6 +26,8 @@
 #include <catch2/catch.hpp>
 
 #include <wsmanager/cluster/detail/redis_connection.hpp>
+#include <wsmanager/cluster/detail/redis_error.hpp>
+#include <wsmanager/cluster/detail/redis_value.hpp>
 
 namespace wsmanager_cluster_test {
 

@@ -9,6 +9,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <wsmanager/cluster/detail/redis_script.hpp>
+
 #include "cluster_test_support.hpp"
 #include "redis_server.hpp"
 

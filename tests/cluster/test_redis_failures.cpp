@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <wsmanager/cluster/detail/sigpipe_guard.hpp>
+
 #include "cluster_test_support.hpp"
 #include "redis_server.hpp"
 

@@ -36,7 +36,9 @@
 #include <rapidjson/writer.h>
 
 #include <wsmanager/cluster/detail/bus_envelope.hpp>
+#include <wsmanager/cluster/detail/redis_connection.hpp>
 #include <wsmanager/cluster/detail/redis_link.hpp>
+#include <wsmanager/cluster/detail/redis_script.hpp>
 #include <wsmanager/cluster/detail/scripts.hpp>
 #include <wsmanager/detail/cluster_link.hpp>
 #include <wsmanager/detail/metrics.hpp>

@@ -10,23 +10,22 @@
 // inline. Reconnecting and backoff belong to the layer above, which learns of a lost connection
 // through the disconnect handler.
 //
-// Also here: redis_errc (its error codes), redis_script (a Lua script run with EVALSHA, falling
-// back to EVAL) and sigpipe_guard (hiredis writes with write(2), which raises SIGPIPE).
+// Its long bodies are out of line in detail/impl/redis_connection.hpp, included at the end.
+// Beside it: its error codes (detail/redis_error.hpp), the SIGPIPE guard of its writes
+// (detail/sigpipe_guard.hpp) and redis_script, EVALSHA then EVAL (detail/redis_script.hpp).
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
-#include <csignal>
 #include <cstddef>
 #include <cstdint>
-#include <ctime>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <list>
 #include <memory>
 #include <set>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -42,119 +41,12 @@
 #include <asio/strand.hpp>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <openssl/evp.h>
-#include <pthread.h>
-#include <signal.h>
 
+#include <wsmanager/cluster/detail/redis_error.hpp>
 #include <wsmanager/cluster/detail/redis_value.hpp>
+#include <wsmanager/cluster/detail/sigpipe_guard.hpp>
 
 namespace wsmanager::cluster::detail {
-
-// ---- error codes -----------------------------------------------------------------------------
-
-/// Errors of redis_connection's operations, beside Asio's and the system's own
-/// (`asio::error::operation_aborted` after close(), `not_connected`, `connection_refused`...).
-enum class redis_errc {
-    connect_timeout = 1,  ///< the TCP connection was not established within the timeout
-    command_timeout,      ///< a reply did not arrive within its timeout; connection torn down
-    connection_lost,      ///< the connection closed or failed while the operation was pending
-    redis_error,          ///< Redis answered with an error reply (the value holds its text)
-    protocol_error,       ///< the server sent bytes that are not RESP; connection torn down
-    connect_failed,       ///< the connection could not be started (e.g. unknown host)
-};
-
-class redis_error_category_impl : public std::error_category {
-public:
-    char const* name() const noexcept override { return "wsmanager.redis"; }
-    std::string message(int value) const override {
-        switch (static_cast<redis_errc>(value)) {
-            case redis_errc::connect_timeout:
-                return "Redis connect timed out";
-            case redis_errc::command_timeout:
-                return "Redis command timed out";
-            case redis_errc::connection_lost:
-                return "Redis connection lost";
-            case redis_errc::redis_error:
-                return "Redis error reply";
-            case redis_errc::protocol_error:
-                return "Redis protocol error";
-            case redis_errc::connect_failed:
-                return "Redis connect failed";
-        }
-        return "unknown Redis error";
-    }
-};
-
-/// The category of redis_errc codes.
-inline std::error_category const& redis_category() noexcept {
-    static redis_error_category_impl const category;
-    return category;
-}
-
-inline std::error_code make_error_code(redis_errc e) noexcept {
-    return {static_cast<int>(e), redis_category()};
-}
-
-}  // namespace wsmanager::cluster::detail
-
-template <>
-struct std::is_error_code_enum<wsmanager::cluster::detail::redis_errc> : std::true_type {};
-
-namespace wsmanager::cluster::detail {
-
-// ---- SIGPIPE -----------------------------------------------------------------------------------
-
-/**
- * Keeps a write to a closed socket from killing the process.
- *
- * hiredis 0.14 writes with write(2), not send(2) with MSG_NOSIGNAL, so a write to a socket
- * whose peer has gone raises SIGPIPE, whose default action ends the process. A library must
- * not change the process' signal disposition, so for the duration of one write this blocks
- * SIGPIPE in the calling thread and consumes the one the write raised (SIGPIPE is sent to the
- * thread that wrote); write(2) then fails with EPIPE and hiredis reports the connection lost.
- *
- * @par Thread Safety
- * Affects the calling thread only; construct and destroy on the same thread.
- */
-class sigpipe_guard {
-public:
-    sigpipe_guard() noexcept {
-        sigemptyset(&pipe_);
-        sigaddset(&pipe_, SIGPIPE);
-        sigset_t pending;
-        sigemptyset(&pending);
-        // A SIGPIPE already pending is someone else's (and blocked, or it would have been
-        // delivered): leave everything as it is.
-        if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-            return;
-        }
-        blocked_ = pthread_sigmask(SIG_BLOCK, &pipe_, &previous_) == 0;
-    }
-    ~sigpipe_guard() {
-        if (!blocked_) {
-            return;
-        }
-        int const saved_errno = errno;
-        sigset_t pending;
-        sigemptyset(&pending);
-        if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-            timespec const no_wait{0, 0};
-            while (sigtimedwait(&pipe_, nullptr, &no_wait) == -1 && errno == EINTR) {
-            }
-        }
-        pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
-        errno = saved_errno;
-    }
-    sigpipe_guard(sigpipe_guard const&) = delete;
-    sigpipe_guard& operator=(sigpipe_guard const&) = delete;
-
-private:
-    sigset_t pipe_{};
-    sigset_t previous_{};
-    bool blocked_ = false;
-};
-
-// ---- the connection ----------------------------------------------------------------------------
 
 /**
  * One connection to a Redis server over hiredis' async API, on an Asio strand.
@@ -262,68 +154,7 @@ public:
      * On the strand.
      */
     void async_connect(std::string const& host, int port, duration timeout,
-                       connect_handler handler) {
-        if (session_) {
-            post_error(std::move(handler), session_->connected_ ? asio::error::already_connected
-                                                                : asio::error::already_started);
-            return;
-        }
-        if (timeout <= duration::zero() || port <= 0 || port > 65535) {
-            post_error(std::move(handler), asio::error::invalid_argument);
-            return;
-        }
-        errno = 0;
-        redisAsyncContext* ac = redisAsyncConnect(host.c_str(), port);
-        int const connect_errno = errno;
-        if (ac == nullptr) {
-            post_error(std::move(handler), std::make_error_code(std::errc::not_enough_memory));
-            return;
-        }
-        if (ac->err != 0) {
-            // Failed before any event (e.g. refused at once on loopback, unknown host).
-            last_error_ = ac->errstr != nullptr ? ac->errstr : "";
-            std::error_code const ec = ac->err == REDIS_ERR_IO && connect_errno != 0
-                                           ? std::error_code(connect_errno, std::system_category())
-                                           : make_error_code(redis_errc::connect_failed);
-            redisAsyncFree(ac);  // no hooks attached yet: frees and closes, nothing else
-            post_error(std::move(handler), ec);
-            return;
-        }
-        // Keep-alive finds a silent peer (e.g. a partition) even on an idle subscriber.
-        if (redisEnableKeepAlive(&ac->c) != REDIS_OK) {
-            // hiredis recorded the failure in the context, which would fail its first read.
-            last_error_ = ac->c.errstr;
-            redisAsyncFree(ac);
-            post_error(std::move(handler), redis_errc::connect_failed);
-            return;
-        }
-        auto s = std::make_shared<session>(strand_, this);
-        std::error_code ec;
-        s->descriptor_.assign(ac->c.fd, ec);
-        if (ec) {
-            redisAsyncFree(ac);  // the descriptor is not open: nothing for Asio to forget
-            post_error(std::move(handler), ec);
-            return;
-        }
-        s->ac_ = ac;
-        s->on_connect_ = std::move(handler);
-        ac->data = s.get();
-        ac->ev.data = s.get();
-        ac->ev.addRead = &session::hook_add_read;
-        ac->ev.delRead = &session::hook_del_read;
-        ac->ev.addWrite = &session::hook_add_write;
-        ac->ev.delWrite = &session::hook_del_write;
-        ac->ev.cleanup = &session::hook_cleanup;
-        session_ = s;
-        // Setting the connect callback also asks for the first write event (hooks first).
-        redisAsyncSetConnectCallback(ac, &session::on_connect_result);
-        s->connect_timer_.expires_after(timeout);
-        s->connect_timer_.async_wait([s](std::error_code const& wait_ec) {
-            if (!wait_ec) {
-                s->on_connect_timeout();
-            }
-        });
-    }
+                       connect_handler handler);
 
     /**
      * Sends one command, `argv` being its name and arguments (binary-safe: any bytes, NUL
@@ -345,22 +176,7 @@ public:
      * @par Thread Safety
      * On the strand.
      */
-    void command(std::vector<std::string> argv, duration timeout, command_handler handler) {
-        if (!is_connected()) {
-            post_error(std::move(handler), asio::error::not_connected);
-            return;
-        }
-        if (session_->subscribed_) {
-            post_error(std::move(handler), asio::error::operation_not_supported);
-            return;
-        }
-        if (argv.empty() || argv.size() > static_cast<std::size_t>(INT_MAX) ||
-            timeout <= duration::zero() || changes_reply_routing(argv.front())) {
-            post_error(std::move(handler), asio::error::invalid_argument);
-            return;
-        }
-        session_->send_command(argv, timeout, std::move(handler));
-    }
+    void command(std::vector<std::string> argv, duration timeout, command_handler handler);
 
     /**
      * Subscribes to `channels`, which makes this connection a subscriber (see the class).
@@ -518,66 +334,17 @@ private:
 
         // A del hook leaves the wait in place (cancelling the descriptor would cancel the
         // other direction too); the wait then completes and finds itself unwanted.
-        void arm_read() {
-            if (read_waiting_ || ac_ == nullptr) {
-                return;
-            }
-            read_waiting_ = true;
-            descriptor_.async_wait(
-                asio::posix::stream_descriptor::wait_read,
-                [self = shared_from_this()](std::error_code const& ec) { self->on_readable(ec); });
-        }
-        void arm_write() {
-            if (write_waiting_ || ac_ == nullptr) {
-                return;
-            }
-            write_waiting_ = true;
-            descriptor_.async_wait(
-                asio::posix::stream_descriptor::wait_write,
-                [self = shared_from_this()](std::error_code const& ec) { self->on_writable(ec); });
-        }
+        void arm_read();
+        void arm_write();
         // Any other error than an abort is left to hiredis: its read or write finds it.
-        void on_readable(std::error_code const& ec) {
-            read_waiting_ = false;
-            if (ac_ == nullptr || ec == asio::error::operation_aborted || !want_read_) {
-                return;
-            }
-            redisAsyncHandleRead(ac_);  // may free the context (ac_ becomes null)
-            if (ac_ != nullptr && want_read_) {
-                arm_read();
-            }
-        }
-        void on_writable(std::error_code const& ec) {
-            write_waiting_ = false;
-            if (ac_ == nullptr || ec == asio::error::operation_aborted || !want_write_) {
-                return;
-            }
-            {
-                sigpipe_guard const no_sigpipe;
-                redisAsyncHandleWrite(ac_);  // may free the context
-            }
-            if (ac_ != nullptr && want_write_) {
-                arm_write();
-            }
-        }
+        void on_readable(std::error_code const& ec);
+        void on_writable(std::error_code const& ec);
 
         // ---- hiredis' callbacks -----------------------------------------------------------
 
         // On failure hiredis frees the context right after this returns (and the cleanup
         // hook reports), so nothing here may free it.
-        static void on_connect_result(redisAsyncContext const* ac, int status) {
-            int const connect_errno = errno;  // hiredis left connect(2)'s error in errno
-            session* s = from(ac);
-            if (status != REDIS_OK) {
-                s->connect_error_ = connect_errno != 0
-                                        ? std::error_code(connect_errno, std::system_category())
-                                        : make_error_code(redis_errc::connect_failed);
-                return;
-            }
-            s->connected_ = true;
-            s->connect_timer_.cancel();
-            post_handler(s->strand_, std::exchange(s->on_connect_, nullptr), std::error_code());
-        }
+        static void on_connect_result(redisAsyncContext const* ac, int status);
 
         static void on_command_reply(redisAsyncContext* ac, void* reply, void* privdata) {
             from(ac)->complete_command(*static_cast<pending_command*>(privdata),
@@ -596,100 +363,14 @@ private:
         // ---- operations -------------------------------------------------------------------
 
         void send_command(std::vector<std::string> const& argv, duration timeout,
-                          command_handler handler) {
-            std::vector<char const*> args;
-            std::vector<std::size_t> lengths;
-            args.reserve(argv.size());
-            lengths.reserve(argv.size());
-            for (std::string const& arg : argv) {
-                args.push_back(arg.data());
-                lengths.push_back(arg.size());
-            }
-            pending_command& pending = commands_.emplace_back();
-            pending.self = std::prev(commands_.end());
-            pending.handler = std::move(handler);
-            int const rc =
-                redisAsyncCommandArgv(ac_, &session::on_command_reply, &pending,
-                                      static_cast<int>(args.size()), args.data(), lengths.data());
-            if (rc != REDIS_OK) {
-                command_handler failed = std::move(pending.handler);
-                commands_.erase(pending.self);
-                post_handler(strand_, std::move(failed),
-                             make_error_code(redis_errc::connection_lost), redis_value());
-                return;
-            }
-            pending.deadline = add_deadline(clock::now() + timeout);
-        }
+                          command_handler handler);
 
         void send_subscribe(char const* verb, std::vector<std::string> const& names,
-                            duration timeout, subscribe_handler handler) {
-            std::vector<char const*> args;
-            std::vector<std::size_t> lengths;
-            args.reserve(names.size() + 1);
-            lengths.reserve(names.size() + 1);
-            args.push_back(verb);
-            lengths.push_back(std::char_traits<char>::length(verb));
-            for (std::string const& name : names) {
-                args.push_back(name.data());
-                lengths.push_back(name.size());
-            }
-            int const rc =
-                redisAsyncCommandArgv(ac_, &session::on_subscription_reply, this,
-                                      static_cast<int>(args.size()), args.data(), lengths.data());
-            if (rc != REDIS_OK) {
-                post_handler(strand_, std::move(handler),
-                             make_error_code(redis_errc::connection_lost));
-                return;
-            }
-            subscribed_ = true;
-            // Redis confirms each name given, duplicates included, in order.
-            subscribes_.push_back(pending_subscribe{std::move(handler), names.size(),
-                                                    add_deadline(clock::now() + timeout)});
-        }
+                            duration timeout, subscribe_handler handler);
 
-        void complete_command(pending_command& pending, redisReply const* reply) {
-            std::error_code ec;
-            redis_value value;
-            if (reply == nullptr) {
-                ec = loss_reason();
-            } else {
-                value = redis_value::from_reply(reply);
-                if (value.is_error()) {
-                    ec = redis_errc::redis_error;
-                }
-            }
-            deadlines_.erase(pending.deadline);
-            command_handler handler = std::move(pending.handler);
-            commands_.erase(pending.self);
-            post_handler(strand_, std::move(handler), ec, std::move(value));
-        }
+        void complete_command(pending_command& pending, redisReply const* reply);
 
-        void on_pubsub(redisReply const& reply) {
-            if (reply.type != REDIS_REPLY_ARRAY || reply.elements < 3 ||
-                reply.element[0]->type != REDIS_REPLY_STRING) {
-                return;
-            }
-            std::string_view const kind(reply.element[0]->str, reply.element[0]->len);
-            auto text = [&reply](std::size_t i) {
-                redisReply const* e = reply.element[i];
-                return std::string(e->str != nullptr ? e->str : "", e->len);
-            };
-            if (kind == "message") {
-                deliver(text(1), text(2));
-            } else if (kind == "pmessage" && reply.elements >= 4) {
-                deliver(text(2), text(3));
-            } else if (kind == "subscribe" || kind == "psubscribe") {
-                if (subscribes_.empty()) {
-                    return;
-                }
-                pending_subscribe& head = subscribes_.front();
-                if (--head.unconfirmed == 0) {
-                    deadlines_.erase(head.deadline);
-                    post_handler(strand_, std::move(head.handler), std::error_code());
-                    subscribes_.pop_front();
-                }
-            }
-        }
+        void on_pubsub(redisReply const& reply);
 
         void deliver(std::string channel, std::string payload) {
             if (owner_ != nullptr) {
@@ -708,29 +389,8 @@ private:
             }
             return it;
         }
-        void arm_watchdog(clock::time_point expiry) {
-            watchdog_expiry_ = expiry;
-            std::uint64_t const generation = ++watchdog_generation_;
-            watchdog_.expires_at(expiry);
-            watchdog_.async_wait([self = shared_from_this(), generation](std::error_code const&) {
-                self->on_watchdog(generation);
-            });
-        }
-        void on_watchdog(std::uint64_t generation) {
-            // A superseded wait (re-armed, or cancelled by the cleanup) does nothing.
-            if (generation != watchdog_generation_ || ac_ == nullptr) {
-                return;
-            }
-            watchdog_expiry_ = clock::time_point::max();
-            if (deadlines_.empty()) {
-                return;
-            }
-            if (*deadlines_.begin() <= clock::now()) {
-                teardown(redis_errc::command_timeout);
-                return;
-            }
-            arm_watchdog(*deadlines_.begin());
-        }
+        void arm_watchdog(clock::time_point expiry);
+        void on_watchdog(std::uint64_t generation);
 
         void on_connect_timeout() {
             if (ac_ != nullptr && !connected_) {
@@ -762,58 +422,10 @@ private:
             return redis_errc::connection_lost;
         }
 
-        void on_context_freed() {
-            std::shared_ptr<session> const keep = shared_from_this();
-            std::error_code const reason = loss_reason();
-            std::string message = ac_->errstr != nullptr ? ac_->errstr : "";
-            ac_ = nullptr;
-            want_read_ = false;
-            want_write_ = false;
-            // hiredis closes the fd after this returns; Asio must forget it, not close it.
-            // release() also completes the pending waits with operation_aborted.
-            descriptor_.release();
-            connect_timer_.cancel();
-            ++watchdog_generation_;
-            watchdog_.cancel();
-            // hiredis has completed every command callback by now; whatever is left
-            // (subscriptions awaiting confirmation) fails here.
-            while (!commands_.empty()) {
-                complete_command(commands_.front(), nullptr);
-            }
-            for (pending_subscribe& pending : subscribes_) {
-                post_handler(strand_, std::move(pending.handler), reason);
-            }
-            subscribes_.clear();
-            deadlines_.clear();
-            bool const was_connected = connected_;
-            connected_ = false;
-            if (on_connect_) {
-                std::error_code const ec = teardown_reason_
-                                               ? teardown_reason_
-                                               : (connect_error_ ? connect_error_ : reason);
-                if (message.empty()) {
-                    message = ec.message();
-                }
-                post_handler(strand_, std::exchange(on_connect_, nullptr), ec);
-            } else if (message.empty()) {
-                message = reason.message();
-            }
-            if (owner_ != nullptr) {
-                owner_->on_session_ended(*this, reason, std::move(message), was_connected);
-            }
-        }
+        void on_context_freed();
     };
 
-    static bool changes_reply_routing(std::string_view name) {
-        auto equals = [name](std::string_view other) {
-            return name.size() == other.size() &&
-                   std::equal(name.begin(), name.end(), other.begin(), [](char a, char b) {
-                       return (a >= 'A' && a <= 'Z' ? a - 'A' + 'a' : a) == b;
-                   });
-        };
-        return equals("subscribe") || equals("psubscribe") || equals("unsubscribe") ||
-               equals("punsubscribe") || equals("monitor");
-    }
+    static bool changes_reply_routing(std::string_view name);
 
     template <typename Handler, typename... Args>
     static void post_handler(strand_type const& strand, Handler handler, Args... args) {
@@ -832,18 +444,7 @@ private:
     }
 
     void start_subscribe(char const* verb, std::vector<std::string> names, duration timeout,
-                         subscribe_handler handler) {
-        if (!is_connected()) {
-            post_error(std::move(handler), asio::error::not_connected);
-            return;
-        }
-        if (names.empty() || names.size() >= static_cast<std::size_t>(INT_MAX) ||
-            timeout <= duration::zero()) {
-            post_error(std::move(handler), asio::error::invalid_argument);
-            return;
-        }
-        session_->send_subscribe(verb, names, timeout, std::move(handler));
-    }
+                         subscribe_handler handler);
 
     // Runs `f` on the strand later unless the object is destroyed or closed before.
     template <typename F>
@@ -866,20 +467,7 @@ private:
 
     // Called from the cleanup hook of the current session (never one the owner closed).
     void on_session_ended(session& s, std::error_code reason, std::string message,
-                          bool was_connected) {
-        if (session_.get() != &s) {
-            return;
-        }
-        session_.reset();  // the hook's caller holds the session alive
-        last_error_ = std::move(message);
-        if (was_connected) {
-            post_guarded([this, reason] {
-                if (on_disconnected_) {
-                    on_disconnected_(reason);
-                }
-            });
-        }
-    }
+                          bool was_connected);
 
     strand_type strand_;
     std::shared_ptr<session> session_;
@@ -891,91 +479,6 @@ private:
     std::uint64_t close_epoch_ = 0;
 };
 
-// ---- Lua scripts -------------------------------------------------------------------------------
-
-/**
- * A Lua script and its SHA1, run with EVALSHA and, when Redis does not know it yet
- * (`NOSCRIPT`, e.g. after a restart or SCRIPT FLUSH), with EVAL, which also caches it.
- *
- * @par Thread Safety
- * Immutable after construction: copies are cheap (shared text) and may be used anywhere;
- * run() follows redis_connection's rules.
- */
-class redis_script {
-public:
-    /// Keeps `source` and computes its SHA1 (OpenSSL), as Redis does for EVALSHA.
-    explicit redis_script(std::string source)
-        : data_(std::make_shared<data const>(data{sha1_hex(source), std::move(source)})) {}
-
-    /// The script's text.
-    std::string const& source() const noexcept { return data_->source; }
-    /// The SHA1 of the text, 40 lowercase hexadecimal digits.
-    std::string const& sha1() const noexcept { return data_->sha1; }
-
-    /**
-     * Runs the script with `keys` and `args` on `connection`: EVALSHA, then EVAL if Redis
-     * answered NOSCRIPT. Each of the two may take `timeout`.
-     *
-     * @par Completion Signature
-     * As redis_connection::command(); a script's own error is `redis_errc::redis_error` with
-     * the error reply. If the connection is closed or destroyed between the two, the
-     * handler gets `asio::error::operation_aborted`.
-     *
-     * @par Thread Safety
-     * On the connection's strand.
-     */
-    void run(redis_connection& connection, std::vector<std::string> const& keys,
-             std::vector<std::string> const& args, redis_connection::duration timeout,
-             redis_connection::command_handler handler) const {
-        std::vector<std::string> argv;
-        argv.reserve(3 + keys.size() + args.size());
-        argv.push_back("EVALSHA");
-        argv.push_back(data_->sha1);
-        argv.push_back(std::to_string(keys.size()));
-        argv.insert(argv.end(), keys.begin(), keys.end());
-        argv.insert(argv.end(), args.begin(), args.end());
-        auto alive = connection.lifetime();
-        connection.command(
-            argv, timeout,
-            [data = data_, argv, timeout, alive, &connection, handler = std::move(handler)](
-                std::error_code ec, redis_value value) mutable {
-                if (ec != redis_errc::redis_error || !value.is_error_with_prefix("NOSCRIPT")) {
-                    handler(ec, std::move(value));
-                    return;
-                }
-                if (!alive.lock()) {
-                    handler(asio::error::operation_aborted, redis_value());
-                    return;
-                }
-                argv[0] = "EVAL";
-                argv[1] = data->source;
-                connection.command(std::move(argv), timeout, std::move(handler));
-            });
-    }
-
-    /// The SHA1 of `text` in lowercase hexadecimal.
-    static std::string sha1_hex(std::string_view text) {
-        unsigned char digest[EVP_MAX_MD_SIZE];
-        unsigned int length = 0;
-        if (EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha1(), nullptr) != 1) {
-            throw std::runtime_error("redis_script: OpenSSL SHA1 failed");
-        }
-        static char const hex[] = "0123456789abcdef";
-        std::string out;
-        out.reserve(2 * length);
-        for (unsigned int i = 0; i < length; ++i) {
-            out.push_back(hex[digest[i] >> 4]);
-            out.push_back(hex[digest[i] & 0x0f]);
-        }
-        return out;
-    }
-
-private:
-    struct data {
-        std::string sha1;
-        std::string source;
-    };
-    std::shared_ptr<data const> data_;
-};
-
 }  // namespace wsmanager::cluster::detail
+
+#include <wsmanager/cluster/detail/impl/redis_connection.hpp>

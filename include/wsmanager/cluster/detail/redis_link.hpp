@@ -26,6 +26,7 @@
 #include <asio/steady_timer.hpp>
 
 #include <wsmanager/cluster/detail/redis_connection.hpp>
+#include <wsmanager/cluster/detail/redis_script.hpp>
 #include <wsmanager/cluster/detail/redis_url.hpp>
 #include <wsmanager/cluster/detail/redis_value.hpp>
 #include <wsmanager/log.hpp>
