@@ -21,6 +21,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <wsmanager/detail/exact_json.hpp>
 #include <wsmanager/detail/json_checks.hpp>
 #include <wsmanager/detail/utf8.hpp>
 #include <wsmanager/message.hpp>
@@ -286,12 +287,9 @@ inline bool strings_are_utf8(rapidjson::Value const& root) { return json_is_writ
  * The text must outlive the result only during this call (strings are copied).
  */
 inline std::optional<FrameProblem> parse_client_frame(std::string_view text, ClientFrame& out) {
-    // Iterative: a deeply nested frame must not exhaust the stack. Full precision: a number
-    // echoed back (a ping's timestamp) is the number sent, to the last bit. RapidJSON would
-    // stop at a NUL byte and ignore the rest; raw NUL is never JSON.
-    out.document.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseFullPrecisionFlag>(
-        text.data(), text.size());
-    if (out.document.HasParseError() || text.find('\0') != std::string_view::npos) {
+    // Iterative, numbers exact (detail/exact_json.hpp). RapidJSON would stop at a NUL byte
+    // and ignore the rest; raw NUL is never JSON.
+    if (!parse_exact_json(out.document, text) || text.find('\0') != std::string_view::npos) {
         return FrameProblem{ErrorCode::invalid_json, "Invalid JSON format"};
     }
     // Parts of a frame are echoed (request_id, timestamp, host actions' replies): each must
