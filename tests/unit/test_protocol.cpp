@@ -14,6 +14,7 @@
 #include <catch2/catch.hpp>
 #include <rapidjson/document.h>
 
+#include <wsmanager/detail/exact_json.hpp>
 #include <wsmanager/detail/protocol_codec.hpp>
 #include <wsmanager/protocol.hpp>
 
@@ -28,9 +29,7 @@ namespace {
 
 rapidjson::Document parse(wsmanager::Message const& message) {
     rapidjson::Document document;
-    document.Parse<rapidjson::kParseFullPrecisionFlag>(message.text().data(),
-                                                       message.text().size());
-    REQUIRE_FALSE(document.HasParseError());
+    REQUIRE(wsmanager::detail::parse_exact_json(document, message.text()));
     REQUIRE(document.IsObject());
     return document;
 }
