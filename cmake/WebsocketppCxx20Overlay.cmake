@@ -14,7 +14,7 @@
 #   RFC 6455 section 4.4 asks and as wsmanager answers the drafts it refuses itself
 #   (hixie-76, 7, 8): `426` with `Sec-WebSocket-Version: 13`, instead of `400` advertising
 #   `0,7,8,13`;
-# - an idle connection costs less memory (docs/performance.md, "Memory"): the two handler
+# - an idle connection costs less memory (docs/performance.md, "What bounds the rest"): the two handler
 #   buffers inside every transport connection shrink from 1 KiB to 512 bytes (the read and
 #   write operations Asio allocates in them take about 300; a larger one is allocated as
 #   usual), and websocketpp's own send queue, which carries only its control frames since

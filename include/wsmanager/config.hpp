@@ -164,7 +164,7 @@ struct plain : websocketpp::config::asio {
 
     /// websocketpp reads into a buffer inside each connection object (16 KiB by default).
     /// Clients send small JSON actions, and an idle connection should cost little; a larger
-    /// frame takes several reads (docs/performance.md, "Memory").
+    /// frame takes several reads (docs/performance.md, "What bounds the rest").
     static const size_t connection_read_buffer_size = 512;
 
     struct transport_config : base::transport_config {
