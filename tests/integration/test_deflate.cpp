@@ -52,8 +52,7 @@ std::string deflate_large_json() {
 }
 
 /// A raw client past its handshake and its `connected` frame.
-std::unique_ptr<RawClient> deflate_client(std::uint16_t port, std::string const& user,
-                                          bool offer) {
+std::unique_ptr<RawClient> deflate_client(std::uint16_t port, std::string const& user, bool offer) {
     auto client = std::make_unique<RawClient>(port);
     REQUIRE(client->handshake("/?user_id=" + user, std::chrono::seconds(5),
                               offer ? deflate_offer : "") == 101);
@@ -75,7 +74,8 @@ TEST_CASE("permessage-deflate: a broadcast is compressed once for every deflate 
     auto const port = manager.local_port();
 
     std::vector<std::unique_ptr<RawClient>> deflating;
-    for (int i = 0; i < 5; ++i) deflating.push_back(deflate_client(port, "d" + std::to_string(i), true));
+    for (int i = 0; i < 5; ++i)
+        deflating.push_back(deflate_client(port, "d" + std::to_string(i), true));
     for (auto const& client : deflating) {
         CHECK(client->response_head().find(
                   "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n") !=
@@ -84,7 +84,8 @@ TEST_CASE("permessage-deflate: a broadcast is compressed once for every deflate 
     auto plain = deflate_client(port, "plain", false);
     CHECK(plain->response_head().find("Sec-WebSocket-Extensions") == std::string::npos);
 
-    auto const before = deflate_metric(manager.metrics_text(), "wsmanager_messages_compressed_total");
+    auto const before =
+        deflate_metric(manager.metrics_text(), "wsmanager_messages_compressed_total");
     auto const text = deflate_large_json();
     CHECK(get(manager.broadcast_message(json_message(text), asio::use_future)) == 6);
     for (auto const& client : deflating) {
@@ -126,8 +127,8 @@ TEST_CASE("permessage-deflate: client frames are inflated, a compression bomb ge
     auto const port = manager.local_port();
     auto alice = deflate_client(port, "alice", true);
 
-    auto const ping = R"({"action":"ping","request_id":"z","padding":")" + std::string(20000, 'p') +
-                      R"("})";
+    auto const ping =
+        R"({"action":"ping","request_id":"z","padding":")" + std::string(20000, 'p') + R"("})";
     auto const compressed = wsmanager::detail::deflate_message(ping);
     REQUIRE(compressed.has_value());
     REQUIRE_FALSE(alice->send_frame(0x1, *compressed, std::chrono::seconds(5), true));
@@ -172,8 +173,8 @@ TEST_CASE("permessage-deflate is off by default: the offer is not answered, RSV1
     CHECK_FALSE(frame->rsv1);
     CHECK(frame->payload == text);
 
-    auto const compressed = wsmanager::detail::deflate_message(
-        R"({"action":"ping","padding":")" + std::string(1000, 'q') + R"("})");
+    auto const compressed = wsmanager::detail::deflate_message(R"({"action":"ping","padding":")" +
+                                                               std::string(1000, 'q') + R"("})");
     REQUIRE(compressed.has_value());
     REQUIRE_FALSE(client->send_frame(0x1, *compressed, std::chrono::seconds(5), true));
     auto const close = client->read_until_close();

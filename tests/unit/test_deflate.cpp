@@ -118,10 +118,12 @@ TEST_CASE("The inflater keeps the client's context between messages", "[deflate]
     CHECK(two.size() < one.size());  // refers back to the first message
     wsmanager::detail::inflater inflater;
     std::string out;
-    REQUIRE(inflater.inflate_into(reinterpret_cast<std::uint8_t const*>(one.data()), one.size(), out));
+    REQUIRE(
+        inflater.inflate_into(reinterpret_cast<std::uint8_t const*>(one.data()), one.size(), out));
     CHECK(out == text);
     out.clear();
-    REQUIRE(inflater.inflate_into(reinterpret_cast<std::uint8_t const*>(two.data()), two.size(), out));
+    REQUIRE(
+        inflater.inflate_into(reinterpret_cast<std::uint8_t const*>(two.data()), two.size(), out));
     CHECK(out == text);
     // Garbage is refused.
     std::string const garbage = "\xff\xff\xff\xff\xff";
@@ -130,8 +132,7 @@ TEST_CASE("The inflater keeps the client's context between messages", "[deflate]
                                    garbage.size(), out));
 }
 
-TEST_CASE("permessage-deflate negotiation answers with server_no_context_takeover",
-          "[deflate]") {
+TEST_CASE("permessage-deflate negotiation answers with server_no_context_takeover", "[deflate]") {
     using wsmanager::detail::permessage_deflate;
     auto negotiate = [](websocketpp::http::attribute_list const& offer) {
         permessage_deflate extension;
@@ -147,7 +148,8 @@ TEST_CASE("permessage-deflate negotiation answers with server_no_context_takeove
     CHECK_FALSE(browser.first);
     CHECK(browser.second == "permessage-deflate; server_no_context_takeover");
     CHECK_FALSE(negotiate({{"client_max_window_bits", "10"}}).first);
-    CHECK_FALSE(negotiate({{"client_no_context_takeover", ""}, {"server_no_context_takeover", ""}}).first);
+    CHECK_FALSE(
+        negotiate({{"client_no_context_takeover", ""}, {"server_no_context_takeover", ""}}).first);
     auto full_window = negotiate({{"server_max_window_bits", "15"}});
     CHECK_FALSE(full_window.first);
     CHECK(full_window.second ==

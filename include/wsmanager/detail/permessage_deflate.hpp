@@ -89,7 +89,8 @@ private:
     static int window_bits(std::string const& text) {
         int bits = 0;
         auto const [end, ec] = std::from_chars(text.data(), text.data() + text.size(), bits);
-        if (ec != std::errc{} || end != text.data() + text.size() || bits < 8 || bits > 15) return 0;
+        if (ec != std::errc{} || end != text.data() + text.size() || bits < 8 || bits > 15)
+            return 0;
         return bits;
     }
 
