@@ -3,8 +3,9 @@
 // Micro-benchmarks (Google Benchmark) of the per-message work around the socket, without
 // sockets: what a host pays to make a Message, what the codec pays to write the manager's
 // own frames, what a client frame costs from text to decoded action, the frame router's
-// dispatch (a session and client actions that do nothing), and a connection's send queue
-// for one corked batch.
+// dispatch (a session and client actions that do nothing), a connection's send queue
+// for one corked batch, and permessage-deflate: a message compressed (once per message,
+// whatever the number of connections), a client frame inflated.
 //
 //   wsmanager_bench_micro [--benchmark_filter=REGEX] [--benchmark_min_time=SECONDS]
 
@@ -21,6 +22,7 @@
 
 #include <wsmanager/action.hpp>
 #include <wsmanager/detail/client_request.hpp>
+#include <wsmanager/detail/deflate.hpp>
 #include <wsmanager/detail/frame_router.hpp>
 #include <wsmanager/detail/host_hooks.hpp>
 #include <wsmanager/detail/metrics.hpp>
@@ -222,6 +224,65 @@ void send_queue_batch(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
 }
 BENCHMARK(send_queue_batch)->Arg(1)->Arg(16)->Arg(64);
+
+// ---- permessage-deflate -------------------------------------------------------------------
+
+/// JSON of about `size` bytes, as a host's progress updates look: repetitive field names,
+/// varying values.
+std::string deflate_bench_json(std::size_t size) {
+    std::string text = R"({"type":"task_progress","items":[)";
+    for (std::size_t i = 0; text.size() + 2 < size; ++i) {
+        if (i != 0) text += ',';
+        text += R"({"task_id":"task-)" + std::to_string(1000 + i * 7) + R"(","step":)" +
+                std::to_string(i % 13) + R"(,"progress":0.)" + std::to_string((i * 37) % 100) +
+                R"(,"done":false})";
+    }
+    return text + "]}";
+}
+
+/// What a broadcast with compression on pays once, for all its deflate connections: one
+/// message compressed on its own. The counter "ratio" is compressed / original.
+void deflate_message(benchmark::State& state) {
+    auto const text = deflate_bench_json(static_cast<std::size_t>(state.range(0)));
+    std::size_t compressed = 0;
+    for (auto _ : state) {
+        auto out = wsmanager::detail::deflate_message(text);
+        compressed = out ? out->size() : text.size();
+        benchmark::DoNotOptimize(out);
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * text.size()));
+    state.counters["ratio"] = static_cast<double>(compressed) / static_cast<double>(text.size());
+}
+BENCHMARK(deflate_message)->Arg(256)->Arg(4096)->Arg(65536);
+
+/// The same through a Message: framed, compressed once, the compressed frame shared.
+void message_deflated_once(benchmark::State& state) {
+    auto const text = deflate_bench_json(4096);
+    for (auto _ : state) {
+        auto message = Message::from_trusted_json(text);
+        auto const& frame = wsmanager::detail::frame_of(message)->deflated();
+        benchmark::DoNotOptimize(frame);
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * text.size()));
+}
+BENCHMARK(message_deflated_once);
+
+/// A client's compressed frame of about 4 KiB, inflated (each connection inflates its own).
+void inflate_client_frame(benchmark::State& state) {
+    auto const text = deflate_bench_json(4096);
+    auto compressed = *wsmanager::detail::deflate_message(text);
+    compressed.append("\x00\x00\xff\xff", 4);
+    wsmanager::detail::inflater inflater;
+    std::string out;
+    for (auto _ : state) {
+        out.clear();
+        bool const ok = inflater.inflate_into(
+            reinterpret_cast<std::uint8_t const*>(compressed.data()), compressed.size(), out);
+        benchmark::DoNotOptimize(ok);
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * text.size()));
+}
+BENCHMARK(inflate_client_frame);
 
 }  // namespace
 

@@ -19,7 +19,9 @@
 #   write operations Asio allocates in them take about 300; a larger one is allocated as
 #   usual), and websocketpp's own send queue, which carries only its control frames since
 #   the manager owns the data path, is a list that allocates nothing while empty instead of
-#   a deque that allocates 512 bytes at construction.
+#   a deque that allocates 512 bytes at construction;
+# - a compressed client message is bounded by max_message_size once inflated (1009), so a
+#   compression bomb cannot grow a connection's buffer without limit.
 #
 #   wsmanager_websocketpp_overlay(<out_var> <websocketpp_include_dir> <overlay_root>)
 #
@@ -91,5 +93,15 @@ function(wsmanager_websocketpp_overlay out_var websocketpp_include_dir overlay_r
         impl/connection_impl.hpp
         "no processor for version\");\n    m_response.set_status(http::status_code::bad_request);"
         "no processor for version\");\n    m_response.set_status(http::status_code::upgrade_required);")
+    # A compressed message is bounded by its size inflated, not only by its size on the wire:
+    # past max_message_size it is message_too_big (1009), a compression bomb included. Each
+    # read is at most connection_read_buffer_size bytes, so at most about a thousand times
+    # that is inflated before the check.
+    _wsmanager_overlay_edit("${websocketpp_include_dir}" "${overlay_root}"
+        processors/hybi13.hpp
+        "ec = m_permessage_deflate.decompress(buf,len,out);\n            if (ec) {\n                return 0;\n            }\n"
+        "ec = m_permessage_deflate.decompress(buf,len,out);\n            if (ec) {\n                return 0;\n            }\n            if (out.size() > base::m_max_message_size) {\n                ec = make_error_code(error::message_too_big);\n                return 0;\n            }\n"
+        "ec = m_permessage_deflate.decompress(trailer,4,out);\n            if (ec) {\n                return ec;\n            }\n"
+        "ec = m_permessage_deflate.decompress(trailer,4,out);\n            if (ec) {\n                return ec;\n            }\n            if (out.size() > base::m_max_message_size) {\n                return make_error_code(error::message_too_big);\n            }\n")
     set(${out_var} "${overlay_root}" PARENT_SCOPE)
 endfunction()

@@ -15,6 +15,7 @@
 #include <websocketpp/config/asio_no_tls.hpp>
 #include <websocketpp/logger/levels.hpp>
 
+#include <wsmanager/detail/permessage_deflate.hpp>
 #include <wsmanager/detail/session.hpp>
 #include <wsmanager/detail/uri.hpp>
 #include <wsmanager/detail/websocketpp_socket_writer.hpp>
@@ -161,6 +162,9 @@ struct plain : websocketpp::config::asio {
     using alog_type = detail::websocketpp_log<concurrency_type, websocketpp::log::alevel>;
     using elog_type = detail::websocketpp_log<concurrency_type, websocketpp::log::elevel>;
     using connection_base = detail::connection_data;
+    /// permessage-deflate negotiated and client frames inflated; the manager compresses
+    /// what it sends itself (detail/permessage_deflate.hpp), when Options::compression is on.
+    using permessage_deflate_type = detail::permessage_deflate;
 
     /// websocketpp reads into a buffer inside each connection object (16 KiB by default).
     /// Clients send small JSON actions, and an idle connection should cost little; a larger

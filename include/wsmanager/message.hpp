@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -11,6 +12,9 @@
 namespace wsmanager {
 
 namespace detail {
+class text_frame;
+using frame_ptr = std::shared_ptr<text_frame const>;
+
 /**
  * A text message framed once (RFC 6455 section 5.2): the header of an unmasked, final text
  * frame and the payload, in one buffer. Server frames are never masked, so one frame serves
@@ -18,11 +22,12 @@ namespace detail {
  */
 class text_frame {
 public:
-    explicit text_frame(std::string_view payload) {
+    /// `compressed`: the payload is a message compressed on its own (RFC 7692), RSV1 set.
+    explicit text_frame(std::string_view payload, bool compressed = false) {
         std::uint64_t const length = payload.size();
         char header[10];
         std::size_t size = 0;
-        header[size++] = static_cast<char>(0x81);  // FIN, opcode 1 (text)
+        header[size++] = static_cast<char>(compressed ? 0xC1 : 0x81);  // FIN, [RSV1,] text
         int length_bytes = 0;
         if (length < 126) {
             header[size++] = static_cast<char>(length);
@@ -46,12 +51,21 @@ public:
     std::string_view header() const noexcept { return std::string_view(wire_).substr(0, header_size_); }
     std::string_view payload() const noexcept { return std::string_view(wire_).substr(header_size_); }
 
+    /**
+     * The same message compressed for permessage-deflate with no context takeover, so one
+     * frame serves every connection that negotiated it: compressed once, by the first
+     * connection that asks, and shared. Null when compressing does not make it smaller.
+     * `built` is set for the one call that compressed it (what the counter counts).
+     * Thread-safe.
+     */
+    frame_ptr const& deflated(bool* built = nullptr) const;
+
 private:
     std::string wire_;
     std::uint8_t header_size_ = 0;
+    mutable std::once_flag deflate_once_;
+    mutable frame_ptr deflated_;
 };
-
-using frame_ptr = std::shared_ptr<text_frame const>;
 
 inline frame_ptr make_text_frame(std::string_view payload) {
     return std::make_shared<text_frame const>(payload);

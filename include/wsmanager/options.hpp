@@ -70,6 +70,15 @@ struct Options {
     /// Largest body of a plain HTTP request (the host's on_http routes); larger: 413.
     std::size_t max_http_body_size = 64 * 1024;
 
+    /// Negotiate permessage-deflate (RFC 7692) with the clients that offer it
+    /// (WEBSOCKET_COMPRESSION). A message is compressed once for every such connection
+    /// (server_no_context_takeover), and the clients' compressed frames are accepted,
+    /// bounded by max_message_size once inflated (a compression bomb is closed with 1009).
+    bool compression = false;
+    /// Messages smaller than this go uncompressed even to those clients
+    /// (WEBSOCKET_COMPRESSION_MIN_SIZE): compressing them saves little and costs CPU.
+    std::size_t compression_min_size = 256;
+
     /// Threads running the manager's own io_context (owning constructor only).
     std::size_t threads = 1;
 
@@ -137,7 +146,8 @@ struct Options {
      * `WEBSOCKET_MAX_FRAMES_PER_SECOND`, `WEBSOCKET_MAX_TOPICS`,
      * `WEBSOCKET_MAX_CONNECTIONS_PER_USER`, `WEBSOCKET_MAX_PENDING_CONFIRMATIONS_PER_USER`,
      * `WEBSOCKET_MAX_PENDING_CONFIRMATIONS`, `WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT`,
-     * `WEBSOCKET_MAX_HTTP_BODY_SIZE`, `WEBSOCKET_METRICS_PUBLIC`, `WEBSOCKET_SERVER_NAME`,
+     * `WEBSOCKET_MAX_HTTP_BODY_SIZE`, `WEBSOCKET_COMPRESSION`,
+     * `WEBSOCKET_COMPRESSION_MIN_SIZE`, `WEBSOCKET_METRICS_PUBLIC`, `WEBSOCKET_SERVER_NAME`,
      * `WEBSOCKET_THREADS`, `WEBSOCKET_AUTH_SECRET`, `WEBSOCKET_AUTH_PUBLIC_KEY`,
      * `WEBSOCKET_AUTH_ISSUER`, `WEBSOCKET_AUTH_AUDIENCE`, `WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY`,
      * `WEBSOCKET_ALLOWED_ORIGINS`

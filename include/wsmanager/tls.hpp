@@ -61,6 +61,9 @@ struct tls : websocketpp::config::asio_tls {
     using alog_type = detail::websocketpp_log<concurrency_type, websocketpp::log::alevel>;
     using elog_type = detail::websocketpp_log<concurrency_type, websocketpp::log::elevel>;
     using connection_base = detail::connection_data;
+    /// permessage-deflate negotiated and client frames inflated; the manager compresses
+    /// what it sends itself (detail/permessage_deflate.hpp), when Options::compression is on.
+    using permessage_deflate_type = detail::permessage_deflate;
 
     /// As config::plain (the TLS stream reads records into a buffer of its own).
     static const size_t connection_read_buffer_size = plain::connection_read_buffer_size;

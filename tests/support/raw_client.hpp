@@ -33,6 +33,7 @@ public:
     struct Frame {
         std::uint8_t opcode = 0;  ///< 1 text, 2 binary, 8 close, 9 ping, 10 pong
         bool fin = true;
+        bool rsv1 = false;  ///< permessage-deflate: the payload is compressed
         std::string payload;
 
         /// For a close frame: the status code (0 when the frame carries none).
@@ -72,7 +73,8 @@ public:
      * @returns the HTTP status of the response (101 on success), 0 on a transport error.
      */
     int handshake(std::string const& target = "/",
-                  std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+                  std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                  std::string const& extra_headers = {}) {
         if (connect_error_) return 0;
         std::string const request = "GET " + target +
                                     " HTTP/1.1\r\n"
@@ -80,8 +82,8 @@ public:
                                     "Upgrade: websocket\r\n"
                                     "Connection: Upgrade\r\n"
                                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                                    "Sec-WebSocket-Version: 13\r\n"
-                                    "\r\n";
+                                    "Sec-WebSocket-Version: 13\r\n" +
+                                    extra_headers + "\r\n";
         if (write(request, timeout)) return 0;
         std::size_t header_end = 0;
         auto const ec = run(
@@ -128,10 +130,12 @@ public:
     std::string const& response_head() const noexcept { return response_head_; }
 
     /// Sends one masked frame with any opcode and payload, valid or not.
+    /// `rsv1`: marked compressed (permessage-deflate).
     std::error_code send_frame(std::uint8_t opcode, std::string_view payload,
-                               std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+                               std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                               bool rsv1 = false) {
         std::string frame;
-        frame.push_back(static_cast<char>(0x80 | (opcode & 0x0f)));
+        frame.push_back(static_cast<char>(0x80 | (rsv1 ? 0x40 : 0) | (opcode & 0x0f)));
         auto const size = payload.size();
         if (size < 126) {
             frame.push_back(static_cast<char>(0x80 | size));
@@ -189,6 +193,7 @@ public:
         if (!fill(header + size, deadline)) return std::nullopt;
         Frame frame;
         frame.fin = (b0 & 0x80) != 0;
+        frame.rsv1 = (b0 & 0x40) != 0;
         frame.opcode = b0 & 0x0f;
         frame.payload = received_.substr(header, size);
         if (masked) {

@@ -6,6 +6,8 @@
 //   - listens on a free port and prints `PORT <n>` on stdout (one line, flushed);
 //   - registers the host action "echo": replies to the sender only with
 //     {"type":"echo","user_id":<sender or null>,"data":<the frame's "data" or null>};
+//   - registers the host action "broadcast": sends {"type":"broadcast","data":<its "data">}
+//     to every connection (python_deflate_test.py: one message, many connections);
 //   - stops (closing every connection with 1001) and exits 0 on stdin EOF, SIGTERM or
 //     SIGINT; exits 1 when it cannot start or stop.
 //
@@ -23,6 +25,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <asio/detached.hpp>
 #include <asio/use_future.hpp>
 #include <rapidjson/document.h>
 
@@ -76,6 +79,18 @@ int main() {
         manager.on_action("echo", [](wsmanager::ActionContext const& context,
                                      rapidjson::Value const& frame) {
             context.reply(echo_reply(context, frame));
+        });
+        manager.on_action("broadcast", [&manager](wsmanager::ActionContext const&,
+                                                  rapidjson::Value const& frame) {
+            rapidjson::Document message(rapidjson::kObjectType);
+            auto& allocator = message.GetAllocator();
+            message.AddMember("type", "broadcast", allocator);
+            rapidjson::Value data;
+            if (auto it = frame.FindMember("data"); it != frame.MemberEnd()) {
+                data.CopyFrom(it->value, allocator);
+            }
+            message.AddMember("data", data, allocator);
+            manager.broadcast_message(wsmanager::Message(message), asio::detached);
         });
         auto started = manager.start_server(asio::use_future);
         if (started.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {

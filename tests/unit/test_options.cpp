@@ -34,7 +34,7 @@ std::vector<std::string> const all_variables = {
     "WEBSOCKET_MAX_PENDING_CONFIRMATIONS", "WEBSOCKET_MAX_HANDSHAKES_IN_FLIGHT",
     "WEBSOCKET_MAX_HTTP_BODY_SIZE", "WEBSOCKET_NODE_ID", "WEBSOCKET_CLUSTER_PREFIX",
     "WEBSOCKET_CLUSTER_DECISION_GRACE", "WEBSOCKET_METRICS_PUBLIC", "WEBSOCKET_SERVER_NAME",
-    "WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY",
+    "WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY", "WEBSOCKET_COMPRESSION", "WEBSOCKET_COMPRESSION_MIN_SIZE",
 };
 
 /// A P-256 public key (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 |
@@ -108,6 +108,8 @@ TEST_CASE("Options defaults are the original component's", "[options]") {
     CHECK(options.close_on_token_expiry);
     CHECK(options.allowed_origins.empty());
     CHECK(options.threads == 1);
+    CHECK_FALSE(options.compression);
+    CHECK(options.compression_min_size == 256);
     CHECK_NOTHROW(options.validate());
 }
 
@@ -485,6 +487,42 @@ TEST_CASE("Options::from_env reads WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY", "[options][
         auto const error = from_env_error();
         REQUIRE(error.has_value());
         CHECK_THAT(*error, Catch::Contains("WEBSOCKET_CLOSE_ON_TOKEN_EXPIRY"));
+    }
+}
+
+TEST_CASE("Options::from_env reads WEBSOCKET_COMPRESSION and its minimum size", "[options][env]") {
+    {
+        CleanEnvironment env;
+        CHECK_FALSE(Options::from_env().compression);  // unset: off
+    }
+    for (auto const* on : {"true", "1", "yes", "on"}) {
+        INFO(on);
+        CleanEnvironment env;
+        env.set("WEBSOCKET_COMPRESSION", on);
+        CHECK(Options::from_env().compression);
+    }
+    for (auto const* off : {"false", "0", "no", "off"}) {
+        INFO(off);
+        CleanEnvironment env;
+        env.set("WEBSOCKET_COMPRESSION", off);
+        CHECK_FALSE(Options::from_env().compression);
+    }
+    {
+        CleanEnvironment env;
+        env.set("WEBSOCKET_COMPRESSION_MIN_SIZE", "0");
+        CHECK(Options::from_env().compression_min_size == 0);
+        env.set("WEBSOCKET_COMPRESSION_MIN_SIZE", "4096");
+        CHECK(Options::from_env().compression_min_size == 4096);
+    }
+    for (auto const& [name, bad] : {std::pair{"WEBSOCKET_COMPRESSION", "deflate"},
+                                    std::pair{"WEBSOCKET_COMPRESSION_MIN_SIZE", "-1"},
+                                    std::pair{"WEBSOCKET_COMPRESSION_MIN_SIZE", "1k"}}) {
+        INFO(name << "=" << bad);
+        CleanEnvironment env;
+        env.set(name, bad);
+        auto const error = from_env_error();
+        REQUIRE(error.has_value());
+        CHECK_THAT(*error, Catch::Contains(name));
     }
 }
 

@@ -117,6 +117,7 @@ struct manager_counters {
     std::atomic<std::uint64_t> bytes_sent{0};
     std::atomic<std::uint64_t> messages_failed{0};
     std::atomic<std::uint64_t> messages_dropped{0};  ///< failed because a send buffer was full
+    std::atomic<std::uint64_t> messages_compressed{0};  ///< once per message, not per connection
     std::atomic<std::uint64_t> messages_received{0};
     std::atomic<std::uint64_t> bytes_received{0};
     std::atomic<std::uint64_t> read_pauses{0};  ///< a connection stopped reading (backpressure)
@@ -268,6 +269,10 @@ inline std::string manager_counters::render_prometheus() const {
     single(out, "wsmanager_send_drops_total", "counter",
            "Frames dropped because a client's send buffer was full (slow consumer).",
            messages_dropped.load(relaxed));
+    single(out, "wsmanager_messages_compressed_total", "counter",
+           "Messages compressed for permessage-deflate connections: once per message, "
+           "however many connections get it.",
+           messages_compressed.load(relaxed));
     single(out, "wsmanager_messages_received_total", "counter", "Client frames received.",
            messages_received.load(relaxed));
     single(out, "wsmanager_received_bytes_total", "counter",

@@ -45,6 +45,7 @@ struct session_environment {
     std::size_t max_frames_per_second = 0;
     std::size_t max_inbound_bytes = 0;  ///< client bytes waiting for the manager strand
     bool close_on_token_expiry = true;  ///< Options::close_on_token_expiry
+    std::size_t compression_min_size = 0;  ///< Options::compression_min_size
     std::shared_ptr<logger const> log;
     std::shared_ptr<manager_counters> counters;
 };
@@ -112,6 +113,9 @@ public:
     /// Connection strand, during the handshake: the subprotocol selected.
     void set_subprotocol(std::string subprotocol) { subprotocol_ = std::move(subprotocol); }
 
+    /// Connection strand, during the handshake: permessage-deflate was negotiated.
+    void set_deflate(bool deflate) { deflate_ = deflate; }
+
     /// Connection strand, during the handshake: when the identity expires (admission).
     void set_expiry(std::optional<std::chrono::system_clock::time_point> expires_at) {
         expires_at_ = expires_at;
@@ -141,6 +145,13 @@ public:
                                             message_ptr const& message) {
         counters().add(counters().messages_received);
         counters().add(counters().bytes_received, std::uint64_t{message->get_payload().size()});
+        if (message->get_compressed() && !deflate_) {
+            // RSV1 on a connection that did not agree to permessage-deflate (RFC 7692 6.1).
+            std::error_code ec;
+            connection.close(websocketpp::close::status::protocol_error,
+                             "Compressed frame without permessage-deflate", ec);
+            return std::nullopt;
+        }
         if (message->get_opcode() != websocketpp::frame::opcode::text) {
             std::error_code ec;
             connection.close(protocol::close_code::unsupported_data,
@@ -245,7 +256,7 @@ private:
             counters().add(counters().messages_failed);
             return send_status::closed;
         }
-        auto const result = connection->frames().push(frame_of(message), start);
+        auto const result = connection->frames().push(frame_for(message), start);
         if (result.next == send_queue::next_step::post_writer) connection->post_writer();
         if (owed != nullptr) *owed = result.next == send_queue::next_step::owed;
         if (result.queued) return send_status::queued;
@@ -257,6 +268,17 @@ private:
             });
         }
         return send_status::dropped;
+    }
+
+    /// The message as this connection gets it: compressed (built once for every connection
+    /// that negotiated permessage-deflate) unless it is small or does not shrink.
+    frame_ptr const& frame_for(Message const& message) const {
+        auto const& plain = frame_of(message);
+        if (!deflate_ || plain->payload().size() < environment_->compression_min_size) return plain;
+        bool built = false;
+        auto const& compressed = plain->deflated(&built);
+        if (built) counters().add(counters().messages_compressed);
+        return compressed ? compressed : plain;
     }
 
     /// Connection strand: a client whose queue overflowed is not reading; it gets 1008
@@ -286,6 +308,7 @@ private:
     decltype(std::declval<connection_type&>().get_strand()) strand_;
     std::shared_ptr<session_environment const> environment_;
     std::string subprotocol_;  ///< written during the handshake, read after
+    bool deflate_ = false;     ///< written during the handshake, read after
 
     /// Client frames one connection may have waiting for the manager strand.
     static constexpr std::size_t max_inbound_frames = 64;

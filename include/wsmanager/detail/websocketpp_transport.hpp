@@ -86,8 +86,8 @@ public:
           counters_(std::move(counters)),
           environment_(std::make_shared<session_environment>(session_environment{
               options_.max_send_buffer, options_.max_frames_per_second,
-              2 * options_.max_message_size, options_.close_on_token_expiry, log_,
-              counters_})),
+              2 * options_.max_message_size, options_.close_on_token_expiry,
+              options_.compression_min_size, log_, counters_})),
           accept_retry_(manager_strand_) {
         attach_logs(server_);
         server_.set_access_channels(websocketpp::log::alevel::connect |
@@ -306,6 +306,15 @@ private:
             con, next_connection_id_.fetch_add(1, std::memory_order_relaxed),
             std::move(verdict.user_id), environment_);
         session->set_subprotocol(con->get_subprotocol());
+        // The processor has negotiated permessage-deflate already (detail/permessage_deflate.hpp);
+        // with Options::compression off its answer is taken back before the response goes.
+        if (!con->get_response_header("Sec-WebSocket-Extensions").empty()) {
+            if (options_.compression) {
+                session->set_deflate(true);
+            } else {
+                con->remove_header("Sec-WebSocket-Extensions");
+            }
+        }
         session->set_expiry(verdict.expires_at);
         con->wsmanager_session = std::move(session);
         con->frames().configure(options_.max_send_buffer, counters_);

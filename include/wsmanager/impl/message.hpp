@@ -7,10 +7,21 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <wsmanager/detail/deflate.hpp>
 #include <wsmanager/detail/json_checks.hpp>
 #include <wsmanager/detail/utf8.hpp>
 
 namespace wsmanager {
+
+inline detail::frame_ptr const& detail::text_frame::deflated(bool* built) const {
+    std::call_once(deflate_once_, [&] {
+        if (auto compressed = deflate_message(payload())) {
+            deflated_ = std::make_shared<text_frame const>(*compressed, true);
+        }
+        if (built != nullptr) *built = true;
+    });
+    return deflated_;
+}
 
 inline Message::Message(rapidjson::Value const& value) {
     rapidjson::StringBuffer buffer;

@@ -187,6 +187,13 @@ inline Options Options::from_env() {
         options.max_http_body_size =
             parse_env_unsigned("WEBSOCKET_MAX_HTTP_BODY_SIZE", *v, std::uint64_t{1} << 30);
     }
+    if (auto v = env_value("WEBSOCKET_COMPRESSION")) {
+        options.compression = parse_env_bool("WEBSOCKET_COMPRESSION", *v);
+    }
+    if (auto v = env_value("WEBSOCKET_COMPRESSION_MIN_SIZE")) {
+        options.compression_min_size =
+            parse_env_unsigned("WEBSOCKET_COMPRESSION_MIN_SIZE", *v, std::uint64_t{1} << 30);
+    }
     if (auto v = env_value("WEBSOCKET_THREADS")) {
         options.threads = parse_env_unsigned("WEBSOCKET_THREADS", *v, 256);
         if (options.threads == 0) bad_env("WEBSOCKET_THREADS", *v, "at least 1");
