@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 
-// What the benchmark's load generator and its servers share: the clock, /proc readings, ending
-// a child process, a latency histogram, a JSON line writer, the bench protocol's messages,
+// What the benchmark's load generator and its servers share: the clock, /proc readings, starting and
+// ending a child process, a latency histogram, a JSON line writer, the bench protocol's messages,
 // server-side framing and the WebSocket handshake's accept key. No websocketpp, no wsmanager.
 //
 // The bench protocol (every frame is JSON text; the servers in server_*.cpp implement it):
@@ -44,6 +44,8 @@
 #include <vector>
 
 #include <openssl/sha.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -68,6 +70,36 @@ inline void raise_file_limit() {
         limit.rlim_cur = limit.rlim_max;
         setrlimit(RLIMIT_NOFILE, &limit);
     }
+}
+
+/// Starts `args[0]` with `args` (no shell), dying with this process (PR_SET_PDEATHSIG). Its
+/// standard output goes to `stdout_fd`, or, with -1, its input and output to /dev/null. The
+/// child's pid, or -1 with `error` set.
+inline pid_t spawn_child(std::vector<std::string> args, int stdout_fd, std::string& error) {
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    auto const parent = ::getpid();
+    std::fflush(stdout);
+    std::fflush(stderr);
+    auto const pid = ::fork();
+    if (pid < 0) {
+        error = std::string("fork: ") + std::strerror(errno);
+        return -1;
+    }
+    if (pid == 0) {  // the child: only async-signal-safe calls until exec
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(126);
+        if (stdout_fd >= 0) {
+            ::dup2(stdout_fd, STDOUT_FILENO);
+        } else if (int const null_fd = ::open("/dev/null", O_RDWR); null_fd >= 0) {
+            ::dup2(null_fd, STDIN_FILENO);
+            ::dup2(null_fd, STDOUT_FILENO);
+        }
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    return pid;
 }
 
 /// Ends a child process: SIGTERM, up to 3 s for it to go, then SIGKILL; reaped either way.

@@ -170,28 +170,13 @@ public:
             error = std::string("pipe: ") + std::strerror(errno);
             return false;
         }
-        std::vector<std::string> argv_strings{exe, "serve"};
-        argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-        std::vector<char*> argv;
-        for (auto& s : argv_strings) argv.push_back(s.data());
-        argv.push_back(nullptr);
-        auto const parent = ::getpid();
-        std::fflush(stdout);
-        std::fflush(stderr);
-        pid_ = ::fork();
+        std::vector<std::string> argv{exe, "serve"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        pid_ = spawn_child(std::move(argv), pipe_fds[1], error);
         if (pid_ < 0) {
-            error = std::string("fork: ") + std::strerror(errno);
             ::close(pipe_fds[0]);
             ::close(pipe_fds[1]);
-            pid_ = -1;
             return false;
-        }
-        if (pid_ == 0) {  // the child: only async-signal-safe calls until exec
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (::getppid() != parent) ::_exit(126);
-            ::dup2(pipe_fds[1], STDOUT_FILENO);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
         }
         ::close(pipe_fds[1]);
         out_ = pipe_fds[0];

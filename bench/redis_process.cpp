@@ -124,29 +124,8 @@ bool redis_process::try_start(std::string const& executable, double timeout_s, s
     std::vector<std::string> args{executable, "--port", std::to_string(port_), "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no", "--daemonize", "no",
                                   "--dir", dir_, "--logfile", log};
-    std::vector<char*> argv;
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    auto const parent = ::getpid();
-    std::fflush(stdout);
-    std::fflush(stderr);
-    pid_ = ::fork();
-    if (pid_ < 0) {
-        error = std::string("fork: ") + std::strerror(errno);
-        pid_ = -1;
-        return false;
-    }
-    if (pid_ == 0) {  // the child: only async-signal-safe calls until exec
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != parent) ::_exit(126);
-        int const null_fd = ::open("/dev/null", O_RDWR);
-        if (null_fd >= 0) {
-            ::dup2(null_fd, STDIN_FILENO);
-            ::dup2(null_fd, STDOUT_FILENO);
-        }
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
+    pid_ = spawn_child(std::move(args), -1, error);
+    if (pid_ < 0) return false;
     auto const deadline = mono_ns() + seconds_to_ns(timeout_s);
     while (mono_ns() < deadline) {
         int status = 0;
