@@ -11,33 +11,14 @@ passes, 1 on the first mismatch, 2 on a usage error; everything is bounded in ti
 
 import asyncio
 import json
-import os
-import select
-import signal
-import subprocess
 import sys
 import time
 
 import websockets
 
-STEP_TIMEOUT = 5.0  # seconds, each network step
+from test_server_client import STEP_TIMEOUT, Mismatch, check, main, recv_json
+
 TOTAL_TIMEOUT = 60  # seconds, the whole test
-
-
-class Mismatch(Exception):
-    pass
-
-
-def check(condition, what):
-    if not condition:
-        raise Mismatch(what)
-    print(f"ok: {what}")
-
-
-async def recv_json(ws):
-    text = await asyncio.wait_for(ws.recv(), STEP_TIMEOUT)
-    check(isinstance(text, str), f"text frame received ({text!r:.80})")
-    return json.loads(text)
 
 
 async def send_json(ws, value):
@@ -127,58 +108,5 @@ async def run_checks(port):
             check(closed.rcvd is not None and closed.rcvd.code == 1003, "binary frame closed with 1003")
 
 
-def read_port(server):
-    """The `PORT <n>` line of the server, within STEP_TIMEOUT seconds."""
-    deadline = time.monotonic() + STEP_TIMEOUT * 2
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Mismatch("server did not print its port in time")
-        ready, _, _ = select.select([server.stdout], [], [], left)
-        if ready:
-            chunk = os.read(server.stdout.fileno(), 1)
-            if not chunk:
-                raise Mismatch("server exited before printing its port")
-            line += chunk
-    text = line.decode().strip()
-    check(text.startswith("PORT "), f"server printed '{text}'")
-    return int(text.split()[1])
-
-
-def main():
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-
-    def on_alarm(signum, frame):
-        print(f"FAIL: python_client_test still running after {TOTAL_TIMEOUT}s", file=sys.stderr)
-        os._exit(1)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TOTAL_TIMEOUT)
-
-    server = subprocess.Popen([sys.argv[1]], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        port = read_port(server)
-        asyncio.run(run_checks(port))
-        # Closing stdin stops the server cleanly.
-        server.stdin.close()
-        code = server.wait(timeout=STEP_TIMEOUT * 2)
-        check(code == 0, f"server exited with 0 on stdin EOF (got {code})")
-    except Mismatch as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # timeouts, refused connections, bad JSON...
-        print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    print("all checks passed")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, "python_client_test", TOTAL_TIMEOUT, [({}, run_checks)]))

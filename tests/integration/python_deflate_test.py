@@ -14,10 +14,7 @@ import base64
 import json
 import os
 import re
-import select
-import signal
 import struct
-import subprocess
 import sys
 import time
 import urllib.request
@@ -25,24 +22,9 @@ import zlib
 
 import websockets
 
-STEP_TIMEOUT = 5.0  # seconds, each network step
+from test_server_client import STEP_TIMEOUT, Mismatch, check, main, recv_json
+
 TOTAL_TIMEOUT = 90  # seconds, the whole test
-
-
-class Mismatch(Exception):
-    pass
-
-
-def check(condition, what):
-    if not condition:
-        raise Mismatch(what)
-    print(f"ok: {what}")
-
-
-async def recv_json(ws):
-    text = await asyncio.wait_for(ws.recv(), STEP_TIMEOUT)
-    check(isinstance(text, str), f"text frame received ({text!r:.60})")
-    return json.loads(text)
 
 
 def metric(port, name):
@@ -230,64 +212,7 @@ async def checks_without_compression(port):
         raw.close()
 
 
-def read_port(server):
-    """The `PORT <n>` line of the server, within STEP_TIMEOUT seconds."""
-    deadline = time.monotonic() + STEP_TIMEOUT * 2
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Mismatch("server did not print its port in time")
-        ready, _, _ = select.select([server.stdout], [], [], left)
-        if ready:
-            chunk = os.read(server.stdout.fileno(), 1)
-            if not chunk:
-                raise Mismatch("server exited before printing its port")
-            line += chunk
-    text = line.decode().strip()
-    check(text.startswith("PORT "), f"server printed '{text}'")
-    return int(text.split()[1])
-
-
-def run_server(path, environment, checks):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBSOCKET_")}
-    env.update(environment)
-    server = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    try:
-        port = read_port(server)
-        asyncio.run(checks(port))
-        server.stdin.close()
-        code = server.wait(timeout=STEP_TIMEOUT * 2)
-        check(code == 0, f"server exited with 0 on stdin EOF (got {code})")
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-
-
-def main():
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-
-    def on_alarm(signum, frame):
-        print(f"FAIL: python_deflate_test still running after {TOTAL_TIMEOUT}s", file=sys.stderr)
-        os._exit(1)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TOTAL_TIMEOUT)
-    try:
-        run_server(sys.argv[1], {"WEBSOCKET_COMPRESSION": "on"}, checks_with_compression)
-        run_server(sys.argv[1], {}, checks_without_compression)
-    except Mismatch as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # timeouts, refused connections, bad JSON...
-        print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    print("all checks passed")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, "python_deflate_test", TOTAL_TIMEOUT,
+                  [({"WEBSOCKET_COMPRESSION": "on"}, checks_with_compression),
+                   ({}, checks_without_compression)]))
