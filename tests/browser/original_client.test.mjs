@@ -12,62 +12,17 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
+import { here, setUp } from './browser_test.mjs';
 
-// ---- arguments -----------------------------------------------------------------------------
-
-function parseArguments(argv) {
-  const settings = { server: null, chromium: '/usr/bin/chromium', artifacts: process.cwd(), timeoutS: 90 };
-  for (let i = 0; i < argv.length; ++i) {
-    const arg = argv[i];
-    const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${arg} needs a value`);
-      return argv[++i];
-    };
-    if (arg === '--chromium') settings.chromium = value();
-    else if (arg === '--artifacts') settings.artifacts = value();
-    else if (arg === '--timeout-s') settings.timeoutS = Number(value());
-    else if (!settings.server) settings.server = arg;
-    else throw new Error(`unexpected argument ${arg}`);
-  }
-  if (!settings.server) {
-    throw new Error('usage: node original_client.test.mjs <wsmanager_browser_test_server> ' +
-                    '[--chromium PATH] [--artifacts DIR] [--timeout-s S]');
-  }
-  return settings;
-}
-
-function fatal(message) {
-  console.error(`original_client.test: ${message}`);
-  console.log('0 passed, 1 failed');
-  process.exit(1);
-}
-
-let settings;
-try {
-  settings = parseArguments(process.argv.slice(2));
-} catch (e) {
-  fatal(e.message);
-}
-if (!existsSync(settings.server)) fatal(`server executable not found: ${settings.server}`);
-if (!existsSync(settings.chromium)) {
-  fatal(`chromium not found at ${settings.chromium}: run scripts/install-browser-deps.sh ` +
-        '(or configure with -DWSMANAGER_BROWSER_TESTS=OFF)');
-}
-let chromium;
-try {
-  ({ chromium } = await import('playwright-core'));
-} catch (e) {
-  fatal(`playwright-core is not installed in ${here}/node_modules: run scripts/install-browser-deps.sh ` +
-        `(npm ci in tests/browser): ${e.message}`);
-}
-mkdirSync(settings.artifacts, { recursive: true });
+const { settings, chromium } = await setUp('original_client.test',
+  'node original_client.test.mjs <wsmanager_browser_test_server> [--chromium PATH] ' +
+  '[--artifacts DIR] [--timeout-s S]', { withArtifacts: true });
 
 let passed = 0;
 let failed = 0;
