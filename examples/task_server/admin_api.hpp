@@ -29,7 +29,6 @@
 #include <string_view>
 #include <system_error>
 
-#include <asio/ip/address.hpp>
 #include <rapidjson/document.h>
 
 #include <wsmanager/http.hpp>
@@ -53,7 +52,7 @@ public:
                     wsmanager::HttpResponse& response) const {
         auto const& path = request.path;
         if (path.compare(0, prefix.size(), prefix) != 0) return false;
-        if (!is_loopback_endpoint(request.remote_endpoint)) {
+        if (!request.from_loopback()) {
             return error(response, 403, "forbidden",
                          "The admin routes answer loopback peers only");
         }
@@ -127,23 +126,6 @@ public:
             manager_.publish(*topic, message, report("publish " + *topic, "queued to"));
         }
         return queued(response, operation);
-    }
-
-    /// True for "127.x.x.x:port", "[::1]:port" and "[::ffff:127.x.x.x]:port".
-    static bool is_loopback_endpoint(std::string_view endpoint) {
-        auto const colon = endpoint.rfind(':');
-        if (colon == std::string_view::npos) return false;
-        auto host = endpoint.substr(0, colon);
-        if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-            host = host.substr(1, host.size() - 2);
-        }
-        std::error_code ec;
-        auto const address = asio::ip::make_address(std::string(host), ec);
-        if (ec) return false;
-        if (address.is_v6() && address.to_v6().is_v4_mapped()) {
-            return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
-        }
-        return address.is_loopback();
     }
 
 private:

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include <wsmanager/detail/loopback.hpp>
+
 namespace wsmanager {
 
 /// A plain HTTP request that reached the WebSocket port (no upgrade).
@@ -16,7 +18,12 @@ struct HttpRequest {
     std::string query;   ///< the raw query string after '?', may be empty
     std::map<std::string, std::string> headers;  ///< names in lower case
     std::string body;
-    std::string remote_endpoint;
+    std::string remote_endpoint;  ///< the peer's "address:port"
+
+    /// True when the peer is on this host (127.0.0.0/8, ::1, IPv4-mapped loopback), e.g. to
+    /// keep an operator route to local callers. Behind a reverse proxy on the same host, every
+    /// request is.
+    bool from_loopback() const { return detail::is_loopback_endpoint(remote_endpoint); }
 };
 
 /// The answer to an HttpRequest. Content-Length is set from the body.

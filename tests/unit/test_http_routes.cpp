@@ -290,18 +290,23 @@ TEST_CASE("http_routes: /metrics and /status on the WebSocket port are for loopb
 }
 
 TEST_CASE("http_routes: is_loopback_endpoint", "[http_routes]") {
-    CHECK(http_routes::is_loopback_endpoint("127.0.0.1:80"));
-    CHECK(http_routes::is_loopback_endpoint("127.255.255.254:80"));
-    CHECK(http_routes::is_loopback_endpoint("[::1]:80"));
-    CHECK(http_routes::is_loopback_endpoint("[::ffff:127.0.0.1]:80"));
-    CHECK_FALSE(http_routes::is_loopback_endpoint("[::ffff:10.0.0.1]:80"));
-    CHECK_FALSE(http_routes::is_loopback_endpoint("10.0.0.1:80"));
-    CHECK_FALSE(http_routes::is_loopback_endpoint("128.0.0.1:80"));
-    CHECK_FALSE(http_routes::is_loopback_endpoint("[2001:db8::1]:80"));
+    wsmanager::HttpRequest request;
+    request.remote_endpoint = "[::1]:5000";
+    CHECK(request.from_loopback());
+    request.remote_endpoint = "192.0.2.7:5000";
+    CHECK_FALSE(request.from_loopback());
+    CHECK(wsmanager::detail::is_loopback_endpoint("127.0.0.1:80"));
+    CHECK(wsmanager::detail::is_loopback_endpoint("127.255.255.254:80"));
+    CHECK(wsmanager::detail::is_loopback_endpoint("[::1]:80"));
+    CHECK(wsmanager::detail::is_loopback_endpoint("[::ffff:127.0.0.1]:80"));
+    CHECK_FALSE(wsmanager::detail::is_loopback_endpoint("[::ffff:10.0.0.1]:80"));
+    CHECK_FALSE(wsmanager::detail::is_loopback_endpoint("10.0.0.1:80"));
+    CHECK_FALSE(wsmanager::detail::is_loopback_endpoint("128.0.0.1:80"));
+    CHECK_FALSE(wsmanager::detail::is_loopback_endpoint("[2001:db8::1]:80"));
     CHECK_FALSE(
-        http_routes::is_loopback_endpoint("127.0.0.1"));  // no port: "127.0.0" is no address
-    CHECK_FALSE(http_routes::is_loopback_endpoint(""));
-    CHECK_FALSE(http_routes::is_loopback_endpoint(":80"));
+        wsmanager::detail::is_loopback_endpoint("127.0.0.1"));  // no port: "127.0.0" is no address
+    CHECK_FALSE(wsmanager::detail::is_loopback_endpoint(""));
+    CHECK_FALSE(wsmanager::detail::is_loopback_endpoint(":80"));
 }
 
 TEST_CASE("http_routes: once the host hooks are closed, the host handler is not called",

@@ -20,10 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
-
-#include <asio/ip/address.hpp>
 
 #include <wsmanager/detail/host_hooks.hpp>
 #include <wsmanager/detail/metrics.hpp>
@@ -103,22 +100,6 @@ public:
         return not_found();
     }
 
-    /// True for "127.x.x.x:port", "[::1]:port" and "[::ffff:127.x.x.x]:port".
-    static bool is_loopback_endpoint(std::string_view endpoint) {
-        auto const colon = endpoint.rfind(':');
-        if (colon == std::string_view::npos) return false;
-        auto host = endpoint.substr(0, colon);
-        if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-            host = host.substr(1, host.size() - 2);
-        }
-        std::error_code ec;
-        auto const address = asio::ip::make_address(std::string(host), ec);
-        if (ec) return false;
-        if (address.is_v6() && address.to_v6().is_v4_mapped()) {
-            return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
-        }
-        return address.is_loopback();
-    }
 
     static HttpResponse not_found() {
         return HttpResponse{404, "text/plain; charset=utf-8", "not found\n", {}};
@@ -128,7 +109,7 @@ private:
     std::optional<HttpResponse> builtin(HttpRequest const& request, listener on) const {
         auto const& path = request.path;
         if ((path == "/metrics" || path == "/status") && on == listener::websocket_port &&
-            !options_.metrics_public && !is_loopback_endpoint(request.remote_endpoint)) {
+            !options_.metrics_public && !request.from_loopback()) {
             // Counts and activity are not for everyone who can reach the public port.
             return HttpResponse{403, "text/plain; charset=utf-8",
                                 "forbidden: served to loopback peers only (see "
